@@ -1,0 +1,74 @@
+/**
+ * The Hono app: middleware order, the route table, the one error handler (STYLE §1–3).
+ * Every route exists at `/` and under `/fhir` (SPEC §1). Handlers parse, authorize (middleware),
+ * call an operation and render its result.
+ */
+import { Hono, type Context } from 'hono';
+import type { OperationContext } from './operations/context.ts';
+import type { Auth } from './auth/auth.ts';
+import { readBody } from './http/body.ts';
+import { renderError, respond } from './http/respond.ts';
+import { batchUpsert } from './operations/batch-upsert.ts';
+import { capabilityStatement } from './operations/metadata.ts';
+import {
+  createResource, history, readOne, readOneVersion, removeResource, search, updateResource,
+} from './operations/crud.ts';
+import { notFound } from './fhir/outcome.ts';
+
+export interface AppDeps {
+  ctx: OperationContext;
+  auth: Auth;
+  version: string;
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const { ctx, auth } = deps;
+  const body = (c: Context) => readBody(c, ctx.config.bodyLimit);
+  const api = new Hono();
+
+  api.get('/health', (c) => c.json({ status: 'ok' }));
+
+  api.use('*', async (c, next) => {
+    if (c.req.path === '/health' || c.req.path === '/fhir/health') return next();
+    const clientId = await auth.authenticate(c.req.header('authorization'));
+    const url = new URL(c.req.url);
+    await auth.authorize({
+      uri: url.pathname.replace(/^\/fhir(?=\/|$)/, '') || '/',
+      'request-method': c.req.method.toLowerCase(),
+      params: Object.fromEntries(url.searchParams),
+      client: { id: clientId },
+    });
+    c.set('clientId' as never, clientId as never);
+    return next();
+  });
+
+  // ---- route table ----------------------------------------------------------------------------
+  api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
+  api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx, await body(c))));
+
+  api.get('/:type', async (c) => respond(c, 200, await search(ctx, c.req.param('type'), new URL(c.req.url).searchParams, c.req.url)));
+  api.post('/:type', async (c) => {
+    const created = await createResource(ctx, c.req.param('type'), await body(c));
+    return respond(c, 201, created, { Location: `/${created.resourceType}/${created.id}/_history/${created.meta?.versionId}` });
+  });
+  api.get('/:type/:id', async (c) => respond(c, 200, await readOne(ctx, c.req.param('type'), c.req.param('id'))));
+  api.put('/:type/:id', async (c) => {
+    const { resource, created } = await updateResource(ctx, c.req.param('type'), c.req.param('id'), await body(c));
+    return respond(c, created ? 201 : 200, resource);
+  });
+  api.delete('/:type/:id', async (c) => {
+    await removeResource(ctx, c.req.param('type'), c.req.param('id'));
+    return new Response(null, { status: 204 });
+  });
+  api.get('/:type/:id/_history', async (c) => respond(c, 200, await history(ctx, c.req.param('type'), c.req.param('id'))));
+  api.get('/:type/:id/_history/:vid', async (c) =>
+    respond(c, 200, await readOneVersion(ctx, c.req.param('type'), c.req.param('id'), c.req.param('vid'))));
+  // ---------------------------------------------------------------------------------------------
+
+  const app = new Hono();
+  app.route('/fhir', api);
+  app.route('/', api);
+  app.notFound((c) => renderError(c, notFound(`No route for ${c.req.method} ${new URL(c.req.url).pathname}`), ctx.log));
+  app.onError((err, c) => renderError(c, err, ctx.log));
+  return app;
+}

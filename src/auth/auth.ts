@@ -1,0 +1,98 @@
+/**
+ * Basic auth with Clients and AccessPolicies (SPEC §3).
+ * - A verified `Authorization` header is remembered (for a minute, or until the Client changes
+ *   through the API), so a known-good credential does not cost an argon2 hash per request.
+ * - Policies are read from the database at most every 2 s, and at once after a change through the API.
+ */
+import type { Sql } from '../storage/db.ts';
+import { clientSecretHash, listPolicies } from '../storage/auth.ts';
+import { verifySecret } from './secrets.ts';
+import { matcho } from './matcho.ts';
+import { OperationOutcomeError } from '../fhir/outcome.ts';
+import { isPlainObject, type Json } from '../fhir/resource.ts';
+
+export const ROOT_CLIENT = 'root';
+const CREDENTIAL_TTL_MS = 60_000;
+const POLICY_TTL_MS = 2_000;
+
+/** What a policy sees of a request (Aidbox's matcho request shape). */
+export interface AccessRequest {
+  uri: string;
+  'request-method': string;
+  params: Record<string, string>;
+  client: { id: string };
+}
+
+export interface Auth {
+  /** The client id of a valid `Authorization: Basic` header; throws 401 otherwise. */
+  authenticate(header: string | undefined): Promise<string>;
+  /** Throws 403 unless the client may make this request. */
+  authorize(request: AccessRequest): Promise<void>;
+  /** Call after a Client or AccessPolicy changed. */
+  forget(type: 'Client' | 'AccessPolicy'): void;
+}
+
+const unauthorized = (message: string) =>
+  new OperationOutcomeError('login', message, { headers: { 'WWW-Authenticate': 'Basic realm="fhirhose"' } });
+
+export function createAuth(sql: Sql): Auth {
+  const verified = new Map<string, { clientId: string; until: number }>();
+  let policies: { id: string; resource: Record<string, Json> }[] | undefined;
+  let policiesUntil = 0;
+
+  async function authenticate(header: string | undefined): Promise<string> {
+    if (!header) throw unauthorized('Authentication required: send HTTP Basic credentials of a Client');
+    const known = verified.get(header);
+    if (known && known.until > Date.now()) return known.clientId;
+    const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+    if (!match) throw unauthorized('Only HTTP Basic authentication is supported');
+    const decoded = Buffer.from(match[1]!, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw unauthorized('Malformed Basic credentials');
+    const clientId = decoded.slice(0, colon);
+    const secret = decoded.slice(colon + 1);
+    const hash = await clientSecretHash(sql, clientId);
+    if (!hash || !(await verifySecret(secret, hash))) throw unauthorized('Invalid client id or secret');
+    if (verified.size > 10_000) verified.clear();
+    verified.set(header, { clientId, until: Date.now() + CREDENTIAL_TTL_MS });
+    return clientId;
+  }
+
+  async function authorize(request: AccessRequest): Promise<void> {
+    if (request.client.id === ROOT_CLIENT) return;
+    if (!policies || policiesUntil < Date.now()) {
+      policies = await listPolicies(sql);
+      policiesUntil = Date.now() + POLICY_TTL_MS;
+    }
+    for (const policy of policies) {
+      if (appliesTo(policy.resource, request.client.id) && allows(policy.resource, request)) return;
+    }
+    throw new OperationOutcomeError('forbidden', `Access denied: no AccessPolicy allows client "${request.client.id}" to ${request['request-method'].toUpperCase()} ${request.uri}`);
+  }
+
+  return {
+    authenticate,
+    authorize,
+    forget(type) {
+      if (type === 'Client') verified.clear();
+      else policies = undefined;
+    },
+  };
+}
+
+function appliesTo(policy: Record<string, Json>, clientId: string): boolean {
+  const link = policy.link;
+  if (!Array.isArray(link) || link.length === 0) return true;
+  return link.some((l) => isPlainObject(l) && l.resourceType === 'Client' && l.id === clientId);
+}
+
+function allows(policy: Record<string, Json>, request: AccessRequest): boolean {
+  switch (policy.engine) {
+    case 'allow':
+      return true;
+    case 'matcho':
+      return isPlainObject(policy.matcho) && matcho(policy.matcho, request);
+    default:
+      return false; // unknown engines allow nothing
+  }
+}

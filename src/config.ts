@@ -1,0 +1,70 @@
+/**
+ * The environment, read once and validated (STYLE §5). Only this module reads `process.env`;
+ * everything else receives a `Config`. A bad value stops the process with one clear line.
+ */
+import { z } from 'zod';
+import path from 'node:path';
+
+const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(def);
+
+const schema = z.object({
+  PORT: int(8080, 0, 65535),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+  FHIRHOSE_DATA_DIR: z.string().min(1).default('./data'),
+  FHIRHOSE_PG_PORT: int(5433, 1, 65535),
+  FHIRHOSE_ROOT_SECRET: z.string().min(1).optional(),
+  FHIRHOSE_IMPORT_ROOT: z.string().min(1).default('./import'),
+  FHIRHOSE_POOL_SIZE: int(12, 2, 200),
+  FHIRHOSE_BODY_LIMIT: int(64 * 1024 * 1024, 1024),
+  FHIRHOSE_MAX_LINE_BYTES: int(16 * 1024 * 1024, 1024),
+  FHIRHOSE_SQL_TIMEOUT_MS: int(60_000, 100),
+  FHIRHOSE_IMPORT_BATCH_LINES: int(5_000, 1),
+  FHIRHOSE_IMPORT_CONCURRENCY: int(2, 1, 64),
+  FHIRHOSE_LOG: z.enum(['info', 'quiet']).default('info'),
+});
+
+export interface Config {
+  port: number;
+  host: string;
+  /** External database; when absent an embedded PostgreSQL is started. */
+  databaseUrl?: string;
+  dataDir: string;
+  pgPort: number;
+  rootSecret?: string;
+  /** Absolute, resolved: file sources must stay below it (SPEC §1). */
+  importRoot: string;
+  poolSize: number;
+  bodyLimit: number;
+  maxLineBytes: number;
+  sqlTimeoutMs: number;
+  importBatchLines: number;
+  importConcurrency: number;
+  log: 'info' | 'quiet';
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = schema.safeParse(cleaned);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    throw new Error(`Invalid configuration: ${String(first.path[0])} ${first.message}`);
+  }
+  const e = parsed.data;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: path.resolve(e.FHIRHOSE_DATA_DIR),
+    pgPort: e.FHIRHOSE_PG_PORT,
+    rootSecret: e.FHIRHOSE_ROOT_SECRET,
+    importRoot: path.resolve(e.FHIRHOSE_IMPORT_ROOT),
+    poolSize: e.FHIRHOSE_POOL_SIZE,
+    bodyLimit: e.FHIRHOSE_BODY_LIMIT,
+    maxLineBytes: e.FHIRHOSE_MAX_LINE_BYTES,
+    sqlTimeoutMs: e.FHIRHOSE_SQL_TIMEOUT_MS,
+    importBatchLines: e.FHIRHOSE_IMPORT_BATCH_LINES,
+    importConcurrency: e.FHIRHOSE_IMPORT_CONCURRENCY,
+    log: e.FHIRHOSE_LOG,
+  };
+}

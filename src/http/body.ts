@@ -1,0 +1,53 @@
+/**
+ * Request bodies (SPEC §1): JSON (`application/json`, `application/fhir+json`) or YAML
+ * (`text/yaml`, `application/yaml`, `application/x-yaml`), as every Aidbox example sends them.
+ * Over FHIRHOSE_BODY_LIMIT → 413, another content type → 415, unparsable → 400.
+ */
+import type { Context } from 'hono';
+import YAML from 'yaml';
+import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
+
+const JSON_TYPES = new Set(['application/json', 'application/fhir+json', 'application/json-patch+json']);
+const YAML_TYPES = new Set(['text/yaml', 'application/yaml', 'application/x-yaml', 'text/x-yaml']);
+
+export async function readBody(c: Context, limit: number): Promise<unknown> {
+  const contentType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  const isJson = JSON_TYPES.has(contentType);
+  const isYaml = YAML_TYPES.has(contentType);
+  if (!isJson && !isYaml) {
+    throw new OperationOutcomeError('unsupported-media', `Content-Type "${contentType || '(none)'}" is not supported; send application/json, application/fhir+json or text/yaml`);
+  }
+  const text = await readLimited(c.req.raw, limit);
+  if (text.trim() === '') throw invalid('The request body is empty');
+  if (isJson) {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw invalid(`The request body is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  try {
+    return YAML.parse(text, { maxAliasCount: 100 });
+  } catch (err) {
+    throw invalid(`The request body is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+}
+
+async function readLimited(request: Request, limit: number): Promise<string> {
+  const tooLarge = () => new OperationOutcomeError('too-large', `The request body is larger than the limit of ${limit} bytes (FHIRHOSE_BODY_LIMIT)`);
+  const declared = Number(request.headers.get('content-length') ?? NaN);
+  if (declared > limit) throw tooLarge();
+  if (!request.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body) {
+    size += chunk.byteLength;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw invalid('The request body is not UTF-8 text');
+  }
+}

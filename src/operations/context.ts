@@ -1,0 +1,11 @@
+/** What operations receive from the composition root: plain values, no HTTP. */
+import type { Sql } from '../storage/db.ts';
+import type { Config } from '../config.ts';
+
+export interface OperationContext {
+  sql: Sql;
+  config: Config;
+  /** Called after a write to a type, so caches (auth) can forget. */
+  changed(type: string): void;
+  log(line: string): void;
+}

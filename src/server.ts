@@ -1,0 +1,80 @@
+/**
+ * Composition: config → database (embedded or DATABASE_URL) → migrations → root client →
+ * job runner → Bun.serve; `stop()` shuts down in the reverse order.
+ */
+import type { Config } from './config.ts';
+import { connect, type Sql } from './storage/db.ts';
+import { startEmbedded, type EmbeddedDatabase } from './storage/embedded.ts';
+import { migrate } from './storage/migrations.ts';
+import { createAuth } from './auth/auth.ts';
+import { ensureRootClient } from './auth/root.ts';
+import { createApp } from './app.ts';
+import type { OperationContext } from './operations/context.ts';
+import pkg from '../package.json' with { type: 'json' };
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  databaseUrl: string;
+  sql: Sql;
+  stop(): Promise<void>;
+}
+
+export function createLogger(config: Pick<Config, 'log'>): (line: string) => void {
+  return config.log === 'quiet' ? () => {} : (line) => console.log(`${new Date().toISOString()} ${line}`);
+}
+
+export async function startServer(config: Config, log = createLogger(config)): Promise<RunningServer> {
+  let embedded: EmbeddedDatabase | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbedded({ dataDir: config.dataDir, port: config.pgPort, log });
+    databaseUrl = embedded.url;
+    log(`embedded PostgreSQL ready: psql ${databaseUrl}`);
+  }
+  const sql = connect(databaseUrl, { max: config.poolSize });
+  try {
+    const applied = await migrate(sql);
+    if (applied.length) log(`applied migrations ${applied.join(', ')}`);
+    await ensureRootClient(sql, config.rootSecret, log);
+  } catch (err) {
+    await sql.end({ timeout: 1 });
+    await embedded?.stop();
+    throw err;
+  }
+
+  const auth = createAuth(sql);
+  const ctx: OperationContext = {
+    sql,
+    config,
+    log,
+    changed(type) {
+      if (type === 'Client' || type === 'AccessPolicy') auth.forget(type);
+    },
+  };
+  const app = createApp({ ctx, auth, version: pkg.version });
+
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, idleTimeout: 0 });
+  } catch (err) {
+    await sql.end({ timeout: 1 });
+    await embedded?.stop();
+    const inUse = /EADDRINUSE|in use/i.test(String((err as Error).message ?? err));
+    throw new Error(inUse ? `Port ${config.port} is already in use; stop the other process or set PORT` : `Cannot listen on port ${config.port}: ${(err as Error).message}`);
+  }
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${server.port}`;
+  log(`fhirhose ${pkg.version} listening on ${url}`);
+
+  return {
+    url,
+    port: server.port!,
+    databaseUrl,
+    sql,
+    async stop() {
+      await server.stop(true);
+      await sql.end({ timeout: 5 });
+      await embedded?.stop();
+    },
+  };
+}

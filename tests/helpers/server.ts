@@ -1,0 +1,52 @@
+/** A real fhirhose on a free port, on a fresh database clone, spoken to with real `fetch`. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../../src/config.ts';
+import { startServer, type RunningServer } from '../../src/server.ts';
+import { freshDatabase } from './database.ts';
+
+export const ROOT_SECRET = 'test-root-secret';
+
+export interface TestServer extends RunningServer {
+  importRoot: string;
+  /** fetch relative to the server, as root unless `auth` is given (`null` for none). */
+  request(pathname: string, init?: RequestInit & { auth?: string | null; yaml?: boolean; json?: unknown }): Promise<Response>;
+}
+
+export function basic(id: string, secret: string): string {
+  return 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64');
+}
+
+export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const importRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-import-'));
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: await freshDatabase(),
+    FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
+    FHIRHOSE_IMPORT_ROOT: importRoot,
+    FHIRHOSE_LOG: 'quiet',
+    ...env,
+  });
+  const server = await startServer(config);
+  return {
+    ...server,
+    importRoot,
+    async stop() {
+      await server.stop();
+      fs.rmSync(importRoot, { recursive: true, force: true });
+    },
+    request(pathname, init = {}) {
+      const { auth = basic('root', ROOT_SECRET), json, yaml: _yaml, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (auth !== null) headers.set('authorization', auth);
+      let body = rest.body;
+      if (json !== undefined) {
+        body = JSON.stringify(json);
+        if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+      }
+      return fetch(server.url + pathname, { ...rest, headers, body });
+    },
+  };
+}
