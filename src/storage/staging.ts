@@ -1,0 +1,234 @@
+/**
+ * The staging table of `$load` and `$import` (SPEC §7): lines are streamed into it with
+ * `COPY … FROM STDIN`, then merged into the resource tables with set-based SQL.
+ *
+ * Row format: CSV with QUOTE \x01 and DELIMITER \x02. JSON text can never contain a raw control
+ * character (RFC 8259 §7), nor can a FHIR id, a type name or a `Type/id` reference, so no value
+ * needs quoting or escaping: a row is a plain concatenation, which keeps Bun's per-line work at
+ * one string append.
+ */
+import { finished } from 'node:stream/promises';
+import type { Writable } from 'node:stream';
+import type { AnySql } from './db.ts';
+import { ident, pgCode } from './db.ts';
+import { historyTableOf, isKnownType, tableOf } from '../fhir/types.ts';
+import { OperationOutcomeError } from '../fhir/outcome.ts';
+
+/** What `copyIntoStaging` needs of a parsed line (`GoodLine` of operations/ingest.ts). */
+export interface StagingRow {
+  line: number;
+  type: string;
+  id: string;
+  /** The `resource` column's JSON text (no id, resourceType, meta.versionId, meta.lastUpdated). */
+  json: string;
+  /** Literal `Type/id` references, only when the refs check will run. */
+  refs?: string[];
+}
+
+/** Marks staging tables, so a kept `temp_table` may be replaced by the next load but a real table never is. */
+const MARK = 'fhirhose staging table';
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+const FLUSH_BYTES = 1 << 20;
+
+export function isPlainIdentifier(name: string): boolean {
+  return IDENTIFIER.test(name);
+}
+
+/**
+ * Creates a staging table and returns its name. `temporary` gives a session-local table dropped
+ * at commit; otherwise an unlogged table (no WAL: it is a scratch copy) that outlives the
+ * transaction, named `name` or `_fhirhose_stage_<random>`. An existing table of that name is
+ * replaced only if an earlier load created it; any other table → 409.
+ */
+export async function createStaging(tx: AnySql, options: { name?: string; temporary: boolean }): Promise<string> {
+  const random = `_fhirhose_stage_${crypto.randomUUID().replaceAll('-', '').slice(0, 16)}`;
+  const name = options.name ?? random;
+  if (!isPlainIdentifier(name)) throw new OperationOutcomeError('invalid', `"${name}" is not a plain SQL identifier`);
+  const columns = 'line int not null, type text not null, id text not null, resource jsonb not null, refs text[], error text';
+  if (options.temporary) {
+    await tx.unsafe(`create temp table ${ident(name)} (${columns}) on commit drop`);
+    return name;
+  }
+  const [existing] = await tx.unsafe(
+    `select obj_description(c.oid, 'pg_class') as mark from pg_class c
+     where c.relname = $1 and c.relnamespace = current_schema()::regnamespace`,
+    [name],
+  );
+  if (existing && existing.mark !== MARK) {
+    throw new OperationOutcomeError('conflict', `A table named "${name}" already exists and was not created by $load; choose another temp_table`);
+  }
+  if (existing) await tx.unsafe(`drop table ${ident(name)}`);
+  await tx.unsafe(`create unlogged table ${ident(name)} (${columns})`);
+  await tx.unsafe(`comment on table ${ident(name)} is '${MARK}'`);
+  return name;
+}
+
+export async function dropStaging(sql: AnySql, table: string): Promise<void> {
+  await sql.unsafe(`drop table if exists ${ident(table)}`);
+}
+
+/**
+ * Streams rows into the staging table with one `COPY … FROM STDIN`, honouring the socket's
+ * backpressure. If `rows` throws, the COPY is failed (CopyFail), the error is rethrown and the
+ * caller's transaction is unusable: nothing reaches the resource tables. Returns the row count.
+ */
+export async function copyIntoStaging(
+  tx: AnySql,
+  table: string,
+  rows: Iterable<StagingRow> | AsyncIterable<StagingRow | StagingRow[]>,
+): Promise<number> {
+  const writable: Writable = await tx
+    .unsafe(`copy ${ident(table)} (line, type, id, resource, refs) from stdin with (format csv, delimiter e'\\x02', quote e'\\x01')`)
+    .writable();
+  let failure: unknown;
+  writable.on('error', (err) => { failure ??= err; });
+  let count = 0;
+  let chunk = '';
+  const flush = async () => {
+    if (failure) throw failure;
+    const ok = writable.write(Buffer.from(chunk));
+    chunk = '';
+    if (!ok) await drained(writable);
+  };
+  // Synchronous per row; only a full chunk awaits (an await per row costs a microtask each).
+  const append = (row: StagingRow): boolean => {
+    const refs = row.refs === undefined ? '' : `{${row.refs.join(',')}}`;
+    chunk += `${row.line}\x02${row.type}\x02${row.id}\x02${row.json}\x02${refs}\n`;
+    count++;
+    return chunk.length >= FLUSH_BYTES;
+  };
+  try {
+    for await (const item of rows as AsyncIterable<StagingRow | StagingRow[]>) {
+      if (Array.isArray(item)) {
+        for (const row of item) if (append(row)) await flush();
+      } else if (append(item)) {
+        await flush();
+      }
+    }
+    if (chunk.length > 0) await flush();
+  } catch (err) {
+    writable.destroy(err instanceof Error ? err : new Error(String(err)));
+    await finished(writable).catch(() => {});
+    throw err;
+  }
+  writable.end();
+  await finished(writable);
+  if (failure) throw failure;
+  return count;
+}
+
+function drained(writable: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: unknown) => {
+      writable.off('drain', done);
+      writable.off('error', done);
+      writable.off('close', done);
+      if (err) reject(err);
+      else if (writable.destroyed && !writable.writableFinished) reject(new Error('COPY stream closed'));
+      else resolve();
+    };
+    writable.on('drain', done);
+    writable.on('error', done);
+    writable.on('close', done);
+  });
+}
+
+export interface MergeOptions {
+  /** true: overwritten current rows are copied to `<type>_history` first (SPEC §7 `update`). */
+  update: boolean;
+  /** copy: one set-based upsert per type; insert: batches of `batchRows` upserts. Same final state. */
+  method: 'copy' | 'insert';
+  batchRows?: number;
+  /** Rows per type with `error is null`, when the caller counted them; saves a scan of the staging table. */
+  staged?: Record<string, number>;
+}
+
+export interface MergeResult {
+  /** Resources written per type (created or updated). */
+  counts: Record<string, number>;
+  /** Staged rows superseded by a later line with the same type and id (the last line wins). */
+  duplicates: number;
+}
+
+/**
+ * Upserts the staging rows without `error` into the resource tables, inside the caller's
+ * transaction. Each resource gets its own txid from
+ * `transaction_id_seq`; new rows are `created`, overwritten ones `updated` (cts kept, ts = now()).
+ */
+export async function mergeStaging(tx: AnySql, table: string, options: MergeOptions): Promise<MergeResult> {
+  const staged = options.staged ?? (await stagedPerType(tx, table));
+  const counts: Record<string, number> = {};
+  let duplicates = 0;
+  for (const [type, rows] of Object.entries(staged)) {
+    if (rows === 0) continue;
+    if (!isKnownType(type)) throw new Error(`staging table ${table} holds an unknown type ${JSON.stringify(type)}`);
+    const merged = options.method === 'copy'
+      ? await mergeSetBased(tx, table, type, options.update)
+      : await mergeBatched(tx, table, type, { update: options.update, batchRows: options.batchRows ?? 5000 });
+    counts[type] = merged;
+    duplicates += rows - merged;
+  }
+  return { counts, duplicates };
+}
+
+async function stagedPerType(tx: AnySql, table: string): Promise<Record<string, number>> {
+  const rows = await tx.unsafe(`select type, count(*)::int as n from ${ident(table)} where error is null group by type order by type`);
+  return Object.fromEntries(rows.map((r) => [r.type as string, r.n as number]));
+}
+
+const UPSERT_TAIL = `on conflict (id) do update set txid = excluded.txid, ts = now(),
+  resource_type = excluded.resource_type, status = 'updated', resource = excluded.resource`;
+
+function historySql(table: string, type: string, ids: string): string {
+  return `insert into ${ident(historyTableOf(type))} select t.* from ${ident(tableOf(type))} t where t.id in (${ids})`;
+}
+
+/**
+ * Optimistic: a source without duplicated ids (the usual case) is upserted straight from the
+ * staging table, with no sort. A duplicate makes PostgreSQL refuse ("ON CONFLICT DO UPDATE command
+ * cannot affect row a second time", SQLSTATE 21000); then the same is redone with
+ * DISTINCT ON (id) … ORDER BY id, line DESC, so the last line wins.
+ */
+async function mergeSetBased(tx: AnySql, table: string, type: string, update: boolean): Promise<number> {
+  const source = `${ident(table)} where type = $1 and error is null`;
+  const run = async (sql: AnySql, rows: string) => {
+    if (update) await sql.unsafe(historySql(table, type, `select id from ${source}`), [type]);
+    const result = await sql.unsafe(
+      `insert into ${ident(tableOf(type))} (id, txid, resource_type, status, resource)
+       select id, nextval('transaction_id_seq'), $1, 'created', resource from ${rows} ${UPSERT_TAIL}`,
+      [type],
+    );
+    return result.count;
+  };
+  // postgres.js fails the whole transaction on any failed query outside `savepoint()`.
+  if ('savepoint' in tx) {
+    try {
+      return await tx.savepoint((sp) => run(sp, source));
+    } catch (err) {
+      if (pgCode(err) !== '21000') throw err;
+    }
+  }
+  return run(tx, `(select distinct on (id) id, resource from ${source} order by id, line desc) as last_lines`);
+}
+
+/** `method: insert`: keyset batches over an index of the staging table, last line per id. */
+async function mergeBatched(tx: AnySql, table: string, type: string, options: { update: boolean; batchRows: number }): Promise<number> {
+  await tx.unsafe(`create index if not exists ${ident(`${table}_type_id_line`)} on ${ident(table)} (type, id, line desc)`);
+  const history = options.update ? `, moved as (${historySql(table, type, 'select id from batch')})` : '';
+  const statement = `with batch as (
+      select distinct on (id) id, resource from ${ident(table)}
+      where type = $1 and error is null and id > $2 order by id, line desc limit ${options.batchRows}
+    )${history}, written as (
+      insert into ${ident(tableOf(type))} (id, txid, resource_type, status, resource)
+      select id, nextval('transaction_id_seq'), $1, 'created', resource from batch ${UPSERT_TAIL} returning 1
+    )
+    select (select max(id) from batch) as last, (select count(*) from written)::int as n`;
+  let total = 0;
+  let after = '';
+  for (;;) {
+    const [row] = await tx.unsafe(statement, [type, after]);
+    if (!row || row.last === null) return total;
+    total += row.n as number;
+    after = row.last as string;
+  }
+}

@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { connect, type Sql } from '../../src/storage/db.ts';
+import { copyIntoStaging, createStaging, mergeStaging, type StagingRow } from '../../src/storage/staging.ts';
+import { freshDatabase } from '../helpers/database.ts';
+
+let sql: Sql;
+beforeAll(async () => { sql = connect(await freshDatabase(), { max: 4 }); });
+afterAll(async () => { await sql.end(); });
+
+const row = (line: number, id: string, extra: Record<string, unknown> = {}, type = 'Patient'): StagingRow =>
+  ({ line, type, id, json: JSON.stringify({ name: [{ family: `F${line}` }], ...extra }) });
+
+async function* batches(rows: StagingRow[], size: number): AsyncIterable<StagingRow[]> {
+  for (let i = 0; i < rows.length; i += size) yield rows.slice(i, i + size);
+}
+
+test('COPY streams rows into a temporary staging table and the merge upserts them per type', async () => {
+  const result = await sql.begin(async (tx) => {
+    const table = await createStaging(tx, { temporary: true });
+    const copied = await copyIntoStaging(tx, table, batches([row(1, 'a'), row(2, 'b'), row(3, 'o1', {}, 'Organization')], 2));
+    expect(copied).toBe(3);
+    return mergeStaging(tx, table, { update: false, method: 'copy' });
+  });
+  expect(result).toEqual({ counts: { Organization: 1, Patient: 2 }, duplicates: 0 });
+  const rows = await sql`select id, status, resource_type, resource from patient order by id`;
+  expect(rows.map((r) => [r.id, r.status, r.resource_type, r.resource.name[0].family])).toEqual([
+    ['a', 'created', 'Patient', 'F1'], ['b', 'created', 'Patient', 'F2'],
+  ]);
+});
+
+test('the last line of a duplicated id wins, with copy and with insert, and duplicates are counted', async () => {
+  for (const method of ['copy', 'insert'] as const) {
+    await sql`truncate patient, patient_history`;
+    const rows = [row(1, 'x'), row(2, 'y'), row(3, 'x'), row(4, 'x'), row(5, 'z')];
+    const result = await sql.begin(async (tx) => {
+      const table = await createStaging(tx, { temporary: true });
+      await copyIntoStaging(tx, table, rows);
+      return mergeStaging(tx, table, { update: false, method, batchRows: 2 });
+    });
+    expect(result).toEqual({ counts: { Patient: 3 }, duplicates: 2 });
+    const stored = await sql`select id, resource->'name'->0->>'family' as f from patient order by id`;
+    expect(stored.map((r) => `${r.id}:${r.f}`)).toEqual(['x:F4', 'y:F2', 'z:F5']);
+  }
+});
+
+test('update: true moves overwritten rows to history; update: false does not', async () => {
+  await sql`truncate patient, patient_history`;
+  const load = (update: boolean, family: string) => sql.begin(async (tx) => {
+    const table = await createStaging(tx, { temporary: true });
+    await copyIntoStaging(tx, table, [{ line: 1, type: 'Patient', id: 'h', json: JSON.stringify({ name: [{ family }] }) }]);
+    return mergeStaging(tx, table, { update, method: 'copy' });
+  });
+  await load(false, 'one');
+  await load(false, 'two');
+  expect((await sql`select count(*)::int as n from patient_history`)[0]!.n).toBe(0);
+  await load(true, 'three');
+  const history = await sql`select resource->'name'->0->>'family' as f from patient_history where id = 'h'`;
+  expect(history.map((r) => r.f)).toEqual(['two']);
+  const [current] = await sql`select status, resource->'name'->0->>'family' as f from patient where id = 'h'`;
+  expect(current).toEqual({ status: 'updated', f: 'three' });
+});
+
+test('a failing source fails the COPY and leaves nothing behind', async () => {
+  await sql`truncate patient`;
+  async function* broken(): AsyncIterable<StagingRow[]> {
+    yield [row(1, 'p1')];
+    throw new Error('source broke');
+  }
+  const attempt = sql.begin(async (tx) => {
+    const table = await createStaging(tx, { temporary: true });
+    await copyIntoStaging(tx, table, broken());
+    return mergeStaging(tx, table, { update: false, method: 'copy' });
+  });
+  expect(attempt).rejects.toThrow('source broke');
+  await attempt.catch(() => {});
+  expect((await sql`select count(*)::int as n from patient`)[0]!.n).toBe(0);
+  // The connection is usable afterwards.
+  expect((await sql`select 1 as one`)[0]!.one).toBe(1);
+});
+
+test('a named staging table is kept, replaced by the next load, and never replaces a real table', async () => {
+  await sql.begin(async (tx) => {
+    const table = await createStaging(tx, { name: '_kept_stage', temporary: false });
+    await copyIntoStaging(tx, table, [row(1, 'k')]);
+  });
+  await sql.begin(async (tx) => {
+    const table = await createStaging(tx, { name: '_kept_stage', temporary: false });
+    await copyIntoStaging(tx, table, [row(1, 'k2'), row(2, 'k3')]);
+  });
+  expect((await sql`select count(*)::int as n from _kept_stage`)[0]!.n).toBe(2);
+  expect(sql.begin((tx) => createStaging(tx, { name: 'patient', temporary: false }))).rejects.toThrow('already exists');
+  expect(sql.begin((tx) => createStaging(tx, { name: 'x; drop table patient', temporary: false }))).rejects.toThrow('plain SQL identifier');
+});
