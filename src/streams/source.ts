@@ -1,0 +1,152 @@
+import { constants } from 'node:fs';
+import { access, realpath, stat } from 'node:fs/promises';
+import { basename, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { OperationOutcomeError } from '../fhir/outcome.ts';
+
+/** An opened ndjson source: raw bytes (maybe gzipped), their size when known, a label for messages. */
+export interface Source {
+  stream: ReadableStream<Uint8Array>;
+  bytesTotal?: number;
+  name: string;
+}
+
+/**
+ * Opens `url`: `http(s)://…` is fetched; `file:///abs/path` or `/abs/path` is read from disk, only
+ * when its real path (symlinks resolved) lies under the real path of `importRoot`.
+ * Rejects with OperationOutcomeError: 'bad-gateway' (unreachable, non-2xx), 'forbidden' (outside the
+ * import root, unreadable), 'not-found', 'invalid' (other schemes, relative paths, directories),
+ * all starting `Cannot load "<name>": `. An abort of `signal` rejects with the signal's reason.
+ * Failures while the body streams (a dropped connection) error `stream`: see `sourceError`.
+ */
+export async function openSource(
+  url: string,
+  options: { importRoot: string; signal?: AbortSignal; label?: string },
+): Promise<Source> {
+  if (url.startsWith('/')) return openFile(url, url, options);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw failure('invalid', options.label ?? url, `${url} is neither a URL nor an absolute path`);
+  }
+  const name = options.label ?? lastSegment(parsed);
+  if (parsed.protocol === 'http:' || parsed.protocol === 'https:') return openHttp(parsed, name, options.signal);
+  if (parsed.protocol !== 'file:') {
+    throw failure('invalid', name, `${parsed.protocol}// sources are not supported (use http(s)://, file:// or an absolute path)`);
+  }
+  let path: string;
+  try {
+    path = fileURLToPath(parsed);
+  } catch (error) {
+    throw failure('invalid', name, `${url} is not a local file URL (${reasonOf(error)})`);
+  }
+  return openFile(path, url, { ...options, label: name });
+}
+
+/**
+ * The real path of `relative` (a `resource-file` input, relative to `importRoot`), with the same
+ * confinement and errors as `openSource`; pass the result to `openSource`.
+ */
+export async function resolveImportPath(relative: string, importRoot: string): Promise<string> {
+  return confine(resolve(importRoot, relative), relative, importRoot, basename(relative));
+}
+
+/**
+ * Turns an error thrown while reading a source (by its stream, `gunzipIfNeeded` or `ndjsonLines`)
+ * into the OperationOutcomeError to report: their own codes are kept ('unprocessable' for bad gzip
+ * or binary data), anything else is a 'bad-gateway'; the message gets the `Cannot load "<name>": `
+ * prefix once.
+ */
+export function sourceError(name: string, error: unknown): OperationOutcomeError {
+  const prefix = `Cannot load "${name}": `;
+  if (error instanceof OperationOutcomeError) {
+    if (error.message.startsWith(prefix)) return error;
+    return new OperationOutcomeError(error.code, prefix + error.message, { cause: error });
+  }
+  return failure('bad-gateway', name, `reading failed mid-way (${reasonOf(error)})`, error);
+}
+
+async function openHttp(url: URL, name: string, signal: AbortSignal | undefined): Promise<Source> {
+  const shown = displayUrl(url);
+  let response: Response;
+  try {
+    response = await fetch(url, { signal });
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    throw failure('bad-gateway', name, `${shown} is unreachable (${reasonOf(error)})`, error);
+  }
+  if (!response.ok) {
+    await response.body?.cancel().catch(() => {});
+    throw failure('bad-gateway', name, `${shown} answered HTTP ${response.status}`);
+  }
+  const length = response.headers.get('content-length');
+  // With a Content-Encoding fetch decodes the body, so Content-Length no longer counts its bytes.
+  const sized = length !== null && !response.headers.has('content-encoding') && /^\d+$/.test(length);
+  return {
+    stream: response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() }),
+    bytesTotal: sized ? Number(length) : undefined,
+    name,
+  };
+}
+
+async function openFile(path: string, shown: string, options: { importRoot: string; label?: string }): Promise<Source> {
+  const name = options.label ?? basename(path);
+  const real = await confine(path, shown, options.importRoot, name);
+  const info = await stat(real);
+  if (!info.isFile()) throw failure('invalid', name, `${shown} is not a file`);
+  await access(real, constants.R_OK).catch(() => {
+    throw failure('forbidden', name, `${shown} is not readable`);
+  });
+  return { stream: Bun.file(real).stream(), bytesTotal: info.size, name };
+}
+
+/** `path` with symlinks resolved, refused unless it lies under the real import root. */
+async function confine(path: string, shown: string, importRoot: string, name: string): Promise<string> {
+  const root = await realpath(importRoot).catch((error: unknown) => {
+    throw new OperationOutcomeError('exception', `FHIRHOSE_IMPORT_ROOT ${importRoot} is unusable (${reasonOf(error)})`);
+  });
+  const outside = failure('forbidden', name, `${shown} is outside FHIRHOSE_IMPORT_ROOT`);
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (error) {
+    // Whether a path exists, or why it cannot be read, is only told inside the root.
+    const lexical = resolve(path);
+    if (!within(lexical, root) && !within(lexical, resolve(importRoot))) throw outside;
+    const code = (error as { code?: string }).code;
+    if (code === 'EACCES') throw failure('forbidden', name, `${shown} is not readable`);
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw failure('not-found', name, `${shown} does not exist`);
+    throw failure('not-found', name, `${shown} cannot be opened (${reasonOf(error)})`);
+  }
+  if (!within(real, root)) throw outside;
+  return real;
+}
+
+function within(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
+}
+
+function lastSegment(url: URL): string {
+  const segment = url.pathname.split('/').pop() ?? '';
+  try {
+    return decodeURIComponent(segment) || url.hostname || url.href;
+  } catch {
+    return segment;
+  }
+}
+
+/** Without credentials or query string: pre-signed URLs carry secrets, and messages are stored. */
+function displayUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+function reasonOf(error: unknown): string {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && code !== '') return code;
+  return typeof message === 'string' ? message : String(error);
+}
+
+function failure(code: 'invalid' | 'forbidden' | 'not-found' | 'bad-gateway', name: string, what: string, cause?: unknown) {
+  return new OperationOutcomeError(code, `Cannot load "${name}": ${what}`, { cause });
+}

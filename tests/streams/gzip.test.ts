@@ -1,0 +1,149 @@
+import { describe, expect, test } from 'bun:test';
+import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
+import { gunzipIfNeeded, gzipStream } from '../../src/streams/gzip.ts';
+
+const encoder = new TextEncoder();
+const ndjson = Array.from({ length: 2000 }, (_, i) => `{"resourceType":"Patient","id":"p${i}","name":"é${i}"}`).join('\n');
+const plain = encoder.encode(ndjson);
+const gzipped = Bun.gzipSync(plain);
+
+function streamOf(chunks: Uint8Array[], onPull?: () => void): ReadableStream<Uint8Array> {
+  let i = 0;
+  return new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        onPull?.();
+        const chunk = chunks[i++];
+        if (chunk === undefined) controller.close();
+        else controller.enqueue(chunk);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function chunked(bytes: Uint8Array, size: number): Uint8Array[] {
+  const chunks: Uint8Array[] = [];
+  for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
+  return chunks;
+}
+
+async function bytesOf(stream: ReadableStream<Uint8Array>): Promise<Uint8Array<ArrayBuffer>> {
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+async function gunzipFailure(bytes: Uint8Array): Promise<OperationOutcomeError> {
+  try {
+    await bytesOf(gunzipIfNeeded(streamOf(chunked(bytes, 100))));
+  } catch (error) {
+    expect(error).toBeInstanceOf(OperationOutcomeError);
+    expect((error as OperationOutcomeError).code).toBe('unprocessable');
+    return error as OperationOutcomeError;
+  }
+  throw new Error('expected the gzip to be rejected');
+}
+
+describe('gunzipIfNeeded', () => {
+  test('decompresses gzip, whatever the chunking, down to one byte per chunk', async () => {
+    expect(await bytesOf(gunzipIfNeeded(streamOf([gzipped])))).toEqual(plain);
+    expect(await bytesOf(gunzipIfNeeded(streamOf(chunked(gzipped, 1))))).toEqual(plain);
+  });
+
+  test('passes data without the gzip magic through unchanged', async () => {
+    expect(await bytesOf(gunzipIfNeeded(streamOf(chunked(plain, 1000))))).toEqual(plain);
+    const oneMagicByte = new Uint8Array([0x1f, 0x0a]);
+    expect(await bytesOf(gunzipIfNeeded(streamOf(chunked(oneMagicByte, 1))))).toEqual(oneMagicByte);
+    expect(await bytesOf(gunzipIfNeeded(streamOf([])))).toEqual(new Uint8Array(0));
+  });
+
+  test('decompresses multi-member gzip', async () => {
+    const second = encoder.encode('\n{"resourceType":"Patient","id":"last"}\n');
+    const both = new Uint8Array([...gzipped, ...Bun.gzipSync(second)]);
+    expect(await bytesOf(gunzipIfNeeded(streamOf(chunked(both, 777))))).toEqual(new Uint8Array([...plain, ...second]));
+  });
+
+  test('rejects gzip that ends mid-stream as truncated', async () => {
+    const error = await gunzipFailure(gzipped.subarray(0, gzipped.length >> 1));
+    expect(error.message).toBe('gzip data is truncated (it ends mid-stream)');
+  });
+
+  test('rejects gzip cut inside its CRC/length trailer', async () => {
+    expect((await gunzipFailure(gzipped.subarray(0, gzipped.length - 3))).message).toMatch(/^gzip data is (truncated|corrupt)/);
+  });
+
+  test('rejects corrupt gzip', async () => {
+    const corrupt = gzipped.slice();
+    for (let i = 20; i < 60; i++) corrupt[i] = 0xff;
+    expect((await gunzipFailure(corrupt)).message).toMatch(/^gzip data is corrupt/);
+    const badCrc = gzipped.slice();
+    badCrc[badCrc.length - 6]! ^= 1;
+    expect((await gunzipFailure(badCrc)).message).toMatch(/^gzip data is corrupt/);
+  });
+
+  test('rejects random bytes after the gzip magic', async () => {
+    const random = new Uint8Array(4096);
+    crypto.getRandomValues(random);
+    random.set([0x1f, 0x8b, 8, 0]);
+    expect((await gunzipFailure(random)).message).toMatch(/^gzip data is (corrupt|truncated)/);
+  });
+
+  test('passes an error of its input through unchanged', async () => {
+    const dropped = new Error('connection dropped');
+    let pulls = 0;
+    const input = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulls++ === 0) controller.enqueue(gzipped.subarray(0, 500));
+        else controller.error(dropped);
+      },
+    });
+    await expect(bytesOf(gunzipIfNeeded(input))).rejects.toBe(dropped);
+  });
+
+  test('reads its input only as its output is consumed', async () => {
+    const big = encoder.encode(`${ndjson}\n`.repeat(50));
+    let pulls = 0;
+    const chunks = chunked(Bun.gzipSync(big), 1024);
+    const reader = gunzipIfNeeded(streamOf(chunks, () => pulls++)).getReader();
+    await reader.read();
+    await Bun.sleep(20);
+    expect(pulls).toBeLessThan(10);
+    expect(chunks.length).toBeGreaterThan(100);
+    await reader.cancel();
+  });
+
+  test('cancelling the output cancels the input', async () => {
+    let cancelled: unknown;
+    const input = new ReadableStream<Uint8Array>({
+      pull: (controller) => controller.enqueue(gzipped.subarray(0, 1000)),
+      cancel: (reason) => {
+        cancelled = reason;
+      },
+    });
+    const reader = gunzipIfNeeded(input).getReader();
+    await reader.read();
+    await reader.cancel('client went away');
+    await Bun.sleep(5);
+    expect(cancelled).toBe('client went away');
+  });
+});
+
+describe('gzipStream', () => {
+  test('round-trips through gunzipIfNeeded with the native default', async () => {
+    const compressed = await bytesOf(gzipStream(streamOf(chunked(plain, 4096))));
+    expect(compressed.length).toBeLessThan(plain.length / 3);
+    expect(await bytesOf(gunzipIfNeeded(streamOf([compressed])))).toEqual(plain);
+  });
+
+  test('round-trips with an explicit level (fflate)', async () => {
+    for (const level of [0, 1, 9]) {
+      const compressed = await bytesOf(gzipStream(streamOf(chunked(plain, 4096)), level));
+      expect(Bun.gunzipSync(compressed)).toEqual(plain);
+    }
+    expect(() => gzipStream(streamOf([]), 12)).toThrow(RangeError);
+  });
+
+  test('compresses an empty input to a valid empty gzip', async () => {
+    expect(Bun.gunzipSync(await bytesOf(gzipStream(streamOf([]))))).toEqual(new Uint8Array(0));
+    expect(Bun.gunzipSync(await bytesOf(gzipStream(streamOf([]), 6)))).toEqual(new Uint8Array(0));
+  });
+});
