@@ -11,14 +11,18 @@ import { renderError, respond } from './http/respond.ts';
 import { batchUpsert } from './operations/batch-upsert.ts';
 import { capabilityStatement } from './operations/metadata.ts';
 import {
-  createResource, history, readOne, readOneVersion, removeResource, search, updateResource,
+  createResource, history, readOne, readOneVersion, removeResource, updateResource,
 } from './operations/crud.ts';
+import { search } from './operations/search.ts';
 import { notFound } from './fhir/outcome.ts';
+import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 
 export interface AppDeps {
   ctx: OperationContext;
   auth: Auth;
   version: string;
+  /** The $import job runner, told of every session state change. */
+  imports: ImportNotifier;
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -33,7 +37,8 @@ export function createApp(deps: AppDeps): Hono {
     const clientId = await auth.authenticate(c.req.header('authorization'));
     const url = new URL(c.req.url);
     await auth.authorize({
-      uri: url.pathname.replace(/^\/fhir(?=\/|$)/, '') || '/',
+      // the path as routed (Hono decodes it), without the /fhir prefix: one policy covers both mounts
+      uri: c.req.path.replace(/^\/fhir(?=\/|$)/, '') || '/',
       'request-method': c.req.method.toLowerCase(),
       params: Object.fromEntries(url.searchParams),
       client: { id: clientId },
@@ -45,6 +50,15 @@ export function createApp(deps: AppDeps): Hono {
   // ---- route table ----------------------------------------------------------------------------
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
   api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx, await body(c))));
+  api.post('/$import', async (c) => {
+    const answer = await importAction(ctx, deps.imports, await body(c));
+    return respond(c, answer.status, answer.session, answer.headers);
+  });
+  api.get('/BulkImportStatus', async (c) => {
+    const sessions = await listImportSessions(ctx);
+    return respond(c, 200, { resourceType: 'Bundle', type: 'searchset', total: sessions.length, entry: sessions.map((resource) => ({ resource })) });
+  });
+  api.get('/BulkImportStatus/:id', async (c) => respond(c, 200, await readImportSession(ctx, c.req.param('id'))));
 
   api.get('/:type', async (c) => respond(c, 200, await search(ctx, c.req.param('type'), new URL(c.req.url).searchParams, c.req.url)));
   api.post('/:type', async (c) => {

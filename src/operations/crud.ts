@@ -1,23 +1,28 @@
-/** REST basics (SPEC §4): create, read, vread, update, delete, history, search. */
+/** REST basics (SPEC §4): create, read, vread, update, delete, history. Search is in search.ts. */
 import crypto from 'node:crypto';
 import type { OperationContext } from './context.ts';
 import { prepareForWrite, present } from './server-types.ts';
 import { checkResource, fromRow, toStored, type Resource } from '../fhir/resource.ts';
 import { isKnownType } from '../fhir/types.ts';
-import { invalid, notFound } from '../fhir/outcome.ts';
+import { OperationOutcomeError, notFound } from '../fhir/outcome.ts';
 import {
-  deleteResource, historyOf, readResource, readVersion, searchResources, writeResource, type SearchQuery,
+  deleteResource, historyOf, insertResource, readResource, readVersion, writeResource,
 } from '../storage/resources.ts';
 
 export function assertType(type: string): void {
   if (!isKnownType(type)) throw notFound(`Unknown resource type "${type}"`);
 }
 
+/** POST: a new resource; the body's `id` is kept when given, and an id that exists is a 409 (PUT updates). */
 export async function createResource(ctx: OperationContext, type: string, body: unknown): Promise<Resource> {
   assertType(type);
   const resource = checkResource(body, type, { type });
   const id = typeof resource.id === 'string' ? resource.id : crypto.randomUUID();
-  return save(ctx, type, id, resource).then((r) => r.resource);
+  const prepared = await prepareForWrite(type, toStored(resource), `${type}/${id}`);
+  const row = await insertResource(ctx.sql, type, id, prepared);
+  if (!row) throw new OperationOutcomeError('conflict', `${type}/${id} already exists; use PUT /${type}/${id} to update it`);
+  ctx.changed(type);
+  return present(fromRow(row));
 }
 
 export async function updateResource(ctx: OperationContext, type: string, id: string, body: unknown): Promise<{ resource: Resource; created: boolean }> {
@@ -77,37 +82,4 @@ export async function history(ctx: OperationContext, type: string, id: string): 
       request: { method: row.status === 'deleted' ? 'DELETE' : row.status === 'updated' ? 'PUT' : 'POST', url: `${type}/${id}` },
     })),
   };
-}
-
-const SEARCH_PARAMS = new Set(['_id', '_lastUpdated', '_count', '_after', '_format', '_pretty']);
-
-/** `GET /<Type>?_id=&_lastUpdated=&_count=` with keyset paging on id (`_after`). */
-export async function search(ctx: OperationContext, type: string, params: URLSearchParams, selfUrl: string): Promise<Bundle> {
-  assertType(type);
-  for (const key of params.keys()) {
-    if (!SEARCH_PARAMS.has(key)) throw invalid(`Search parameter "${key}" is not supported; use _id, _lastUpdated, _count (paging with _after)`);
-  }
-  const count = params.has('_count') ? Number(params.get('_count')) : 100;
-  if (!Number.isInteger(count) || count < 0 || count > 10_000) throw invalid(`_count must be an integer from 0 to 10000, got "${params.get('_count')}"`);
-  const query: SearchQuery = { count, lastUpdated: [] };
-  const ids = params.get('_id');
-  if (ids !== null) query.ids = ids.split(',').filter(Boolean);
-  for (const v of params.getAll('_lastUpdated')) {
-    const m = /^(eq|gt|ge|lt|le)?(\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?)$/.exec(v);
-    if (!m || Number.isNaN(Date.parse(m[2]!.length === 4 ? `${m[2]}-01-01` : m[2]!.length === 7 ? `${m[2]}-01` : m[2]!))) {
-      throw invalid(`_lastUpdated "${v}" is not a FHIR date/instant with an optional prefix eq|gt|ge|lt|le`);
-    }
-    query.lastUpdated.push({ op: (m[1] ?? 'eq') as SearchQuery['lastUpdated'][number]['op'], value: m[2]!.length === 4 ? `${m[2]}-01-01` : m[2]!.length === 7 ? `${m[2]}-01` : m[2]! });
-  }
-  const after = params.get('_after');
-  if (after !== null) query.after = after;
-  const rows = await searchResources(ctx.sql, type, query);
-  const page = rows.slice(0, count);
-  const link = [{ relation: 'self', url: selfUrl }];
-  if (rows.length > count && page.length > 0) {
-    const next = new URL(selfUrl);
-    next.searchParams.set('_after', page[page.length - 1]!.id);
-    link.push({ relation: 'next', url: next.toString() });
-  }
-  return { resourceType: 'Bundle', type: 'searchset', link, entry: page.map((row) => ({ fullUrl: `${type}/${row.id}`, resource: present(fromRow(row)) })) };
 }

@@ -27,44 +27,75 @@ export async function readVersion(sql: AnySql, type: string, id: string, txid: s
 }
 
 /**
- * Create or replace `type/id` inside the caller's transaction. Returns the stored row and whether
- * it was created (status created/recreated) or updated.
+ * The next txid for a row whose previous version is `floor`. Versions of one id only grow: rows
+ * inserted by hand carry their own txids (SPEC §2 demo: txid = id up to 100,000) while the sequence
+ * may be far below, so when it is not above `floor` it is lifted there first. Without this, a few
+ * updates of such a row reuse one of its txids and `(id, txid)` of the history table collides.
  */
-export async function writeResource(
-  tx: AnySql,
-  type: string,
-  id: string,
-  stored: Record<string, Json>,
-): Promise<{ row: ResourceRow; created: boolean }> {
-  const table = ident(tableOf(type));
-  const history = ident(historyTableOf(type));
-  const moved = await tx.unsafe(
-    `with old as (delete from ${table} where id = $1 returning *)
-     insert into ${history} select * from old returning id`,
-    [id],
-  );
-  let status = 'updated';
-  if (moved.length === 0) {
-    const [wasDeleted] = await tx.unsafe(`select 1 from ${history} where id = $1 and status = 'deleted' limit 1`, [id]);
-    status = wasDeleted ? 'recreated' : 'created';
-  }
-  const rows = await tx.unsafe(
-    `insert into ${table} (id, txid, resource_type, status, resource)
-     values ($1, nextval('transaction_id_seq'), $2, $3, $4) returning ${COLUMNS}`,
-    [id, type, status, stored as never],
-  );
-  return { row: rows[0] as ResourceRow, created: status !== 'updated' };
+function nextTxid(floor: string): string {
+  return `(select case when n > ${floor} then n else setval('transaction_id_seq', ${floor} + 1) end from nextval('transaction_id_seq') as s(n))`;
 }
 
-/** Delete keeps the last version in history and records a `deleted` marker version. */
+export interface WriteResult {
+  row: ResourceRow;
+  /** true when the write created the resource (status created/recreated), false for an update. */
+  created: boolean;
+}
+
+/**
+ * Create or replace `type/id` inside the caller's transaction: the current version is locked and
+ * copied to history, then updated in place (`cts` stays the creation time). Safe against
+ * concurrent writers of the same id: the loser waits for the row lock, or retries when both
+ * tried to create it.
+ */
+export async function writeResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>): Promise<WriteResult> {
+  const table = ident(tableOf(type));
+  const history = ident(historyTableOf(type));
+  for (;;) {
+    const [old] = await tx.unsafe(
+      `with old as (select * from ${table} where id = $1 for update)
+       insert into ${history} select * from old returning txid`,
+      [id],
+    );
+    if (old) {
+      const rows = await tx.unsafe(
+        `update ${table} set txid = ${nextTxid('$2::bigint')}, ts = now(), status = 'updated', resource = $3
+         where id = $1 returning ${COLUMNS}`,
+        [id, old.txid, stored as never],
+      );
+      return { row: rows[0] as unknown as ResourceRow, created: false };
+    }
+    const row = await insertResource(tx, type, id, stored);
+    if (row) return { row, created: true };
+    // another transaction created it meanwhile: go round again, now it exists and we can lock it
+  }
+}
+
+/**
+ * Insert `type/id` unless it exists (then `undefined`): status `recreated` after a delete,
+ * `created` otherwise.
+ */
+export async function insertResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>): Promise<ResourceRow | undefined> {
+  const rows = await tx.unsafe(
+    `with h as (select max(txid) as top, bool_or(status = 'deleted') as deleted from ${ident(historyTableOf(type))} where id = $1)
+     insert into ${ident(tableOf(type))} (id, txid, resource_type, status, resource)
+     select $1, ${nextTxid('coalesce(h.top, 0)')}, $2,
+            (case when h.deleted then 'recreated' else 'created' end)::resource_status, $3 from h
+     on conflict (id) do nothing returning ${COLUMNS}`,
+    [id, type, stored as never],
+  );
+  return rows[0] as unknown as ResourceRow | undefined;
+}
+
+/** Delete keeps the last version in history and records a `deleted` marker version after it. */
 export async function deleteResource(tx: AnySql, type: string, id: string): Promise<boolean> {
   const table = ident(tableOf(type));
   const history = ident(historyTableOf(type));
   const rows = await tx.unsafe(
     `with old as (delete from ${table} where id = $1 returning *),
           kept as (insert into ${history} select * from old returning id)
-     insert into ${history} (id, txid, resource_type, status, resource)
-     select id, nextval('transaction_id_seq'), resource_type, 'deleted', resource from old returning id`,
+     insert into ${history} (id, txid, cts, resource_type, status, resource)
+     select id, ${nextTxid('old.txid')}, cts, resource_type, 'deleted', resource from old returning id`,
     [id],
   );
   return rows.length > 0;
@@ -80,14 +111,19 @@ export async function historyOf(sql: Sql, type: string, id: string): Promise<Res
   return rows as unknown as ResourceRow[];
 }
 
+/** A `_lastUpdated` value: the range [start, start + width) its precision covers, and the comparison. */
+export interface DateBound {
+  op: 'eq' | 'gt' | 'ge' | 'lt' | 'le';
+  start: string;
+  width: string;
+}
+
 export interface SearchQuery {
   ids?: string[];
-  lastUpdated: { op: 'eq' | 'gt' | 'ge' | 'lt' | 'le'; value: string }[];
+  lastUpdated: DateBound[];
   count: number;
   after?: string;
 }
-
-const OPS = { eq: '=', gt: '>', ge: '>=', lt: '<', le: '<=' } as const;
 
 /** Keyset page ordered by id: returns up to count + 1 rows so the caller knows if a next page exists. */
 export async function searchResources(sql: Sql, type: string, query: SearchQuery): Promise<ResourceRow[]> {
@@ -95,7 +131,12 @@ export async function searchResources(sql: Sql, type: string, query: SearchQuery
   const params: unknown[] = [];
   const param = (v: unknown) => { params.push(v); return `$${params.length}`; };
   if (query.ids) where.push(`id = any(${param(query.ids)}::text[])`);
-  for (const c of query.lastUpdated) where.push(`ts ${OPS[c.op]} ${param(c.value)}::timestamptz`);
+  for (const b of query.lastUpdated) {
+    const start = `${param(b.start)}::timestamptz`;
+    const end = `(${start} + ${param(b.width)}::interval)`;
+    const clause = { eq: `ts >= ${start} and ts < ${end}`, gt: `ts >= ${end}`, ge: `ts >= ${start}`, lt: `ts < ${start}`, le: `ts < ${end}` };
+    where.push(`(${clause[b.op]})`);
+  }
   if (query.after !== undefined) where.push(`id > ${param(query.after)}`);
   const rows = await sql.unsafe(
     `select ${COLUMNS} from ${ident(tableOf(type))}
