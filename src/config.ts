@@ -5,7 +5,13 @@
 import { z } from 'zod';
 import path from 'node:path';
 
-const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(def);
+function int(def: number, min = 0, max = Number.MAX_SAFE_INTEGER) {
+  const error = max === Number.MAX_SAFE_INTEGER ? `must be a whole number, at least ${min}` : `must be a whole number from ${min} to ${max}`;
+  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error }).default(def);
+}
+
+/** Values never echoed in an error: they may hold a password. */
+const SECRET_VARIABLES = new Set(['DATABASE_URL', 'FHIRHOSE_ROOT_SECRET']);
 
 const schema = z.object({
   PORT: int(8080, 0, 65535),
@@ -21,7 +27,7 @@ const schema = z.object({
   FHIRHOSE_SQL_TIMEOUT_MS: int(60_000, 100),
   FHIRHOSE_IMPORT_BATCH_LINES: int(5_000, 1),
   FHIRHOSE_IMPORT_CONCURRENCY: int(2, 1, 64),
-  FHIRHOSE_LOG: z.enum(['info', 'quiet']).default('info'),
+  FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
 });
 
 export interface Config {
@@ -44,11 +50,13 @@ export interface Config {
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ''));
   const parsed = schema.safeParse(cleaned);
   if (!parsed.success) {
     const first = parsed.error.issues[0]!;
-    throw new Error(`Invalid configuration: ${String(first.path[0])} ${first.message}`);
+    const name = String(first.path[0]);
+    const shown = SECRET_VARIABLES.has(name) ? name : `${name}=${JSON.stringify(cleaned[name] ?? '')}`;
+    throw new Error(`Invalid configuration: ${shown} ${first.message}`);
   }
   const e = parsed.data;
   return {

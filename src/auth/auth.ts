@@ -83,7 +83,8 @@ export function createAuth(sql: Sql): Auth {
 function appliesTo(policy: Record<string, Json>, clientId: string): boolean {
   const link = policy.link;
   if (!Array.isArray(link) || link.length === 0) return true;
-  return link.some((l) => isPlainObject(l) && l.resourceType === 'Client' && l.id === clientId);
+  // `{resourceType: Client, id}` as in the Aidbox examples, or a FHIR `{reference: "Client/<id>"}`
+  return link.some((l) => isPlainObject(l) && ((l.resourceType === 'Client' && l.id === clientId) || l.reference === `Client/${clientId}`));
 }
 
 function allows(policy: Record<string, Json>, request: AccessRequest): boolean {

@@ -15,12 +15,16 @@ export function matcho(pattern: Pattern, value: unknown): boolean {
   if (Array.isArray(pattern)) {
     return Array.isArray(value) && pattern.every((p) => value.some((v) => matcho(p, v)));
   }
-  const obj = pattern as Record<string, unknown>;
-  if ('$one-of' in obj) return Array.isArray(obj['$one-of']) && obj['$one-of'].some((p) => matcho(p, value));
-  if ('$enum' in obj) return Array.isArray(obj['$enum']) && obj['$enum'].some((v) => v === value);
+  // `$one-of` and `$enum` constrain the value itself; the other keys of the same object still
+  // apply (all must hold), so `{request-method: get, $one-of: […]}` cannot widen access.
+  const { '$one-of': oneOf, '$enum': choices, ...fields } = pattern as Record<string, unknown>;
+  if (oneOf !== undefined && !(Array.isArray(oneOf) && oneOf.some((p) => matcho(p, value)))) return false;
+  if (choices !== undefined && !(Array.isArray(choices) && choices.some((v) => v === value))) return false;
+  const keys = Object.keys(fields);
+  if (keys.length === 0 && (oneOf !== undefined || choices !== undefined)) return true;
   if (value === null || typeof value !== 'object') return false;
   const target = value as Record<string, unknown>;
-  return Object.entries(obj).every(([k, p]) => matcho(p, target[k]));
+  return keys.every((k) => matcho(fields[k], target[k]));
 }
 
 const cache = new Map<string, RegExp>();

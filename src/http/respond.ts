@@ -3,8 +3,19 @@ import type { Context } from 'hono';
 import YAML from 'yaml';
 import { outcome, OperationOutcomeError, type OutcomeCode } from '../fhir/outcome.ts';
 
+/** YAML when `Accept` ranks a YAML type above every JSON one (q-values honoured; JSON on a tie or when absent). */
 export function wantsYaml(accept: string | undefined): boolean {
-  return !!accept && /(text|application)\/(x-)?yaml/i.test(accept);
+  if (!accept) return false;
+  let yaml = 0;
+  let json = 0;
+  for (const part of accept.split(',')) {
+    const [type = '', ...options] = part.trim().toLowerCase().split(';');
+    const qOption = options.map((o) => o.trim()).find((o) => o.startsWith('q='));
+    const q = qOption ? Number(qOption.slice(2)) || 0 : 1;
+    if (/^(text|application)\/(x-)?yaml$/.test(type.trim())) yaml = Math.max(yaml, q);
+    else if (/^application\/(fhir\+)?json$/.test(type.trim())) json = Math.max(json, q);
+  }
+  return yaml > json;
 }
 
 export function respond(c: Context, status: number, body: unknown, headers: Record<string, string> = {}): Response {
