@@ -31,6 +31,38 @@ exception when duplicate_object then null; end $$;
 create sequence if not exists transaction_id_seq;
 ${ALL_TYPES.map(resourceTables).join('\n')}`,
   },
+  {
+    // $import (SPEC §8): per-input progress and checkpoints live beside the session row, so a batch
+    // commit updates one narrow row of its own input and never contends on the session row.
+    version: 2,
+    name: 'import inputs and secrets',
+    sql: () => `
+create table if not exists bulkimport_input (
+  session_id text not null references bulkimportstatus (id) on delete cascade,
+  idx int not null,
+  type text,
+  url text not null,
+  storage text not null,
+  source text not null,
+  status text not null default 'pending',
+  checkpoint bigint not null default 0,
+  lines_read bigint not null default 0,
+  bytes_read bigint not null default 0,
+  bytes_total bigint,
+  imported bigint not null default 0,
+  error_count bigint not null default 0,
+  errors jsonb not null default '[]',
+  message text,
+  started_at timestamptz,
+  finished_at timestamptz,
+  run_ms bigint not null default 0,
+  primary key (session_id, idx)
+);
+create table if not exists bulkimport_secret (
+  session_id text primary key references bulkimportstatus (id) on delete cascade,
+  hash text not null
+);`,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {

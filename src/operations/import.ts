@@ -1,0 +1,124 @@
+/**
+ * `POST /$import` and `GET /BulkImportStatus[/<id>]` (SPEC §8). An action is checked in the order
+ * a user can act on: malformed (400) → unknown id (404) → wrong secret (403) → not allowed in the
+ * session's state (406); then the move is one transaction on the locked session row.
+ */
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { OperationContext } from './context.ts';
+import { parseImportRequest, type ImportInputRequest, type ImportRequest } from './import-request.ts';
+import { inputStatesFor, moved, transition, type SessionState } from './import-actions.ts';
+import { sessionView, type SessionView } from './import-view.ts';
+import { hashSecret, verifySecret } from '../auth/secrets.ts';
+import { OperationOutcomeError, forbidden, invalid, notFound } from '../fhir/outcome.ts';
+import { resolveImportPath } from '../streams/source.ts';
+import {
+  insertSession, listSessions, lockSession, readSession, secretHashOf, setInputStatus, writeSession,
+  type NewInput, type SessionResource,
+} from '../storage/import-sessions.ts';
+
+/** What the operation needs of the job runner: to be told that a session's state changed. */
+export interface ImportNotifier {
+  notify(id: string, state: SessionState, options?: { restart?: boolean }): void;
+}
+
+export interface ImportAnswer {
+  status: 200 | 201;
+  session: SessionView;
+  headers: Record<string, string>;
+}
+
+export async function importAction(ctx: OperationContext, runner: ImportNotifier, body: unknown): Promise<ImportAnswer> {
+  const request = parseImportRequest(body);
+  if (request.action === 'start') return start(ctx, runner, request);
+  const id = request.id!;
+  const action = request.action;
+  if (!(await readSession(ctx.sql, id))) throw notFound(`Import session "${id}" not found`);
+  const hash = await secretHashOf(ctx.sql, id);
+  if (hash !== undefined && (request.secret === undefined || !(await verifySecret(request.secret, hash)))) {
+    throw forbidden(`The secret does not match import session "${id}"'s secret`);
+  }
+  const { from, to } = await ctx.sql.begin(async (tx) => {
+    const row = await lockSession(tx, id);
+    if (!row) throw notFound(`Import session "${id}" not found`);
+    const move = transition(action, row.resource.status);
+    if (!move.ok) throw new OperationOutcomeError('not-acceptable', move.message);
+    await setInputStatus(tx, id, { ...inputStatesFor(action), clearMessage: action === 'force-resume' });
+    await writeSession(tx, id, moved(row.resource, move.to));
+    return { from: row.resource.status, to: move.to };
+  });
+  ctx.log(`import ${id}: ${from} → ${to}${from === to ? ` (${action})` : ''}`);
+  runner.notify(id, to, { restart: action === 'force-resume' });
+  return { status: 200, session: await readImportSession(ctx, id), headers: {} };
+}
+
+export async function readImportSession(ctx: OperationContext, id: string): Promise<SessionView> {
+  const found = await readSession(ctx.sql, id);
+  if (!found) throw notFound(`BulkImportStatus/${id} not found`);
+  return sessionView(found.session, found.inputs);
+}
+
+export async function listImportSessions(ctx: OperationContext): Promise<SessionView[]> {
+  const now = Date.now();
+  return (await listSessions(ctx.sql)).map(({ session, inputs }) => sessionView(session, inputs, now));
+}
+
+async function start(ctx: OperationContext, runner: ImportNotifier, request: ImportRequest): Promise<ImportAnswer> {
+  const id = request.id ?? crypto.randomUUID();
+  const inputs: NewInput[] = [];
+  for (const [i, input] of request.inputs.entries()) inputs.push(await locate(ctx, input, i));
+  const resource: SessionResource = {
+    status: 'active',
+    inputFormat: request.inputFormat,
+    ...(request.inputSource !== undefined && { inputSource: request.inputSource }),
+    ...(request.contentEncoding !== undefined && { contentEncoding: request.contentEncoding }),
+    update: request.update,
+    startedAt: new Date().toISOString(),
+    activeMs: 0,
+    activeSince: new Date().toISOString(),
+  };
+  const secretHash = request.secret === undefined ? undefined : await hashSecret(request.secret);
+  const created = await ctx.sql.begin((tx) => insertSession(tx, id, { resource, inputs, secretHash }));
+  if (!created) throw new OperationOutcomeError('conflict', `Import session "${id}" already exists; use another id, or an action such as resume`);
+  ctx.log(`import ${id}: new → active (${inputs.length} input${inputs.length === 1 ? '' : 's'})`);
+  runner.notify(id, 'active');
+  const location = `/BulkImportStatus/${id}`;
+  return { status: 201, session: await readImportSession(ctx, id), headers: { 'Content-Location': location } };
+}
+
+/**
+ * Where the runner will read an input. File sources are confined to FHIRHOSE_IMPORT_ROOT here, at
+ * start: a path outside it is a 403 and no session is created (SPEC §1). A file that does not
+ * exist yet is not refused: it fails the session when read, and force-resume can retry it.
+ */
+async function locate(ctx: OperationContext, input: ImportInputRequest, i: number): Promise<NewInput> {
+  const base = { type: input.type, url: input.url, storage: input.storage };
+  if (input.storage === 'url' && /^https?:\/\//i.test(input.url)) {
+    try {
+      new URL(input.url);
+    } catch {
+      throw invalid(`Invalid $import request: inputs[${i}].url "${input.url}" is not a valid URL`);
+    }
+    return { ...base, source: input.url };
+  }
+  let local = input.url;
+  if (input.storage === 'url' && /^file:\/\//i.test(local)) {
+    try {
+      local = fileURLToPath(local);
+    } catch {
+      throw invalid(`Invalid $import request: inputs[${i}].url "${input.url}" is not a local file URL`);
+    }
+  }
+  try {
+    return { ...base, source: await resolveImportPath(local, ctx.config.importRoot) };
+  } catch (error) {
+    if (error instanceof OperationOutcomeError && error.code === 'not-found') {
+      return { ...base, source: path.resolve(ctx.config.importRoot, local) };
+    }
+    if (error instanceof OperationOutcomeError) {
+      throw new OperationOutcomeError(error.code, `inputs[${i}]: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+}

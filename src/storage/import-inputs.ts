@@ -1,0 +1,89 @@
+/**
+ * The SQL of one `$import` input at work (SPEC §8): claim it, gate each batch on the session's
+ * state and the input's checkpoint, record the batch's progress in the batch's own transaction.
+ */
+import type { AnySql, TransactionSql } from './db.ts';
+import type { InputRow } from './import-sessions.ts';
+import { readSession } from './import-sessions.ts';
+
+/**
+ * Inputs a runner should (re)start: `pending`, or `active` ones — those were running when the
+ * server stopped or crashed, and the runner holds the session's lock, so nobody else runs them.
+ */
+export async function runnableInputs(sql: AnySql, id: string): Promise<{ sessionStatus?: string; inputs: InputRow[] }> {
+  const found = await readSession(sql, id);
+  if (!found) return { inputs: [] };
+  return {
+    sessionStatus: found.session.resource.status,
+    inputs: found.inputs.filter((i) => i.status === 'pending' || i.status === 'active'),
+  };
+}
+
+export type Gate = 'ok' | 'stopped' | 'lost';
+
+/**
+ * Opens a batch inside `tx`. FOR SHARE on the session row makes a batch and an action serialize:
+ * a pause that answered 200 is never followed by a commit, and a batch in flight delays the pause
+ * by at most its own duration. `stopped`: the session is no longer active (pause, abort, error,
+ * deleted). `lost`: another worker moved this input's checkpoint, or a force-resume handed the
+ * input to a new worker; the caller must stop without writing.
+ */
+export async function gateBatch(tx: TransactionSql, id: string, idx: number, checkpoint: number): Promise<Gate> {
+  const [session] = await tx`select resource->>'status' as status from bulkimportstatus where id = ${id} for share`;
+  if (!session || session.status !== 'active') return 'stopped';
+  const [input] = await tx`select checkpoint::float8 as checkpoint, status from bulkimport_input
+                           where session_id = ${id} and idx = ${idx} for update`;
+  if (!input || input.status !== 'active' || input.checkpoint !== checkpoint) return 'lost';
+  return 'ok';
+}
+
+/** Marks the input `active` (first start time kept), under the same gate as a batch. */
+export async function claimInput(tx: TransactionSql, id: string, idx: number): Promise<boolean> {
+  const [session] = await tx`select resource->>'status' as status from bulkimportstatus where id = ${id} for share`;
+  if (!session || session.status !== 'active') return false;
+  const claimed = await tx`update bulkimport_input set status = 'active', started_at = coalesce(started_at, now())
+                           where session_id = ${id} and idx = ${idx} and status in ('pending', 'active') returning idx`;
+  return claimed.length > 0;
+}
+
+export interface BatchProgress {
+  /** Number of the last line this batch covers: where the input resumes. */
+  checkpoint: number;
+  bytesRead: number;
+  bytesTotal?: number;
+  imported: number;
+  errorCount: number;
+  /** Only as many as still fit in the stored first-N list. */
+  errors: { line: number; message: string }[];
+  runMs: number;
+  /** The source ended with this batch: the input is `done`. */
+  done: boolean;
+}
+
+export async function recordBatch(tx: TransactionSql, id: string, idx: number, p: BatchProgress): Promise<void> {
+  await tx`update bulkimport_input set
+      checkpoint = ${p.checkpoint}, lines_read = ${p.checkpoint}, bytes_read = ${p.bytesRead},
+      bytes_total = coalesce(${p.bytesTotal ?? null}::bigint, bytes_total),
+      imported = imported + ${p.imported}, error_count = error_count + ${p.errorCount},
+      errors = errors || ${JSON.stringify(p.errors)}::jsonb, run_ms = run_ms + ${Math.round(p.runMs)},
+      status = case when ${p.done} then 'done' else status end,
+      finished_at = case when ${p.done} then now() else finished_at end,
+      message = null
+    where session_id = ${id} and idx = ${idx}`;
+}
+
+/** The input failed: `error` with the message; the caller moves the session in the same tx. */
+export async function failInput(tx: TransactionSql, id: string, idx: number, message: string): Promise<void> {
+  await tx`update bulkimport_input set status = 'error', message = ${message}
+           where session_id = ${id} and idx = ${idx}`;
+}
+
+/** Unfinished inputs go back to `pending` when a sibling fails: force-resume runs them on. */
+export async function parkInputs(tx: TransactionSql, id: string): Promise<void> {
+  await tx`update bulkimport_input set status = 'pending' where session_id = ${id} and status = 'active'`;
+}
+
+export async function allInputsDone(tx: TransactionSql, id: string): Promise<boolean> {
+  const [row] = await tx`select count(*)::int as n from bulkimport_input where session_id = ${id} and status <> 'done'`;
+  return row!.n === 0;
+}

@@ -1,0 +1,139 @@
+/**
+ * `$import` sessions as rows (SPEC §2, §8): the session itself is a `bulkimportstatus` row whose
+ * `resource` holds its state; per-input progress and checkpoints are `bulkimport_input` rows; the
+ * hashed secret sits in `bulkimport_secret`, so no read path of the resource table can show it.
+ */
+import type { AnySql, Sql, TransactionSql } from './db.ts';
+import { LAST_UPDATED } from './resources.ts';
+
+/** The session's own fields, stored in `bulkimportstatus.resource`. */
+export interface SessionResource {
+  status: 'active' | 'paused' | 'aborted' | 'error' | 'done';
+  inputFormat: string;
+  inputSource?: string;
+  contentEncoding?: string;
+  update: boolean;
+  message?: string;
+  startedAt: string;
+  finishedAt?: string;
+  /** Time spent `active` before `activeSince`; the rate divides by active time, not wall time. */
+  activeMs: number;
+  activeSince?: string;
+}
+
+export interface SessionRow {
+  id: string;
+  txid: string;
+  lastUpdated: string;
+  resource: SessionResource;
+}
+
+export interface InputRow {
+  idx: number;
+  type: string | null;
+  url: string;
+  storage: string;
+  /** What the runner opens: an http(s) URL or a resolved absolute path. */
+  source: string;
+  status: string;
+  checkpoint: number;
+  linesRead: number;
+  bytesRead: number;
+  bytesTotal: number | null;
+  imported: number;
+  errorCount: number;
+  errors: { line: number; message: string }[];
+  message: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  runMs: number;
+}
+
+export interface NewInput {
+  type?: string;
+  url: string;
+  storage: string;
+  source: string;
+}
+
+const INSTANT = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+const INPUT_COLUMNS = `idx, type, url, storage, source, status, checkpoint::float8 as checkpoint,
+  lines_read::float8 as "linesRead", bytes_read::float8 as "bytesRead", bytes_total::float8 as "bytesTotal",
+  imported::float8 as imported, error_count::float8 as "errorCount", errors, message,
+  ${INSTANT('started_at')} as "startedAt", ${INSTANT('finished_at')} as "finishedAt", run_ms::float8 as "runMs"`;
+const SESSION_COLUMNS = `id, txid::text as txid, ${LAST_UPDATED} as "lastUpdated", resource`;
+
+/** Creates the session with its inputs; false when the id is taken (in any state). */
+export async function insertSession(
+  tx: TransactionSql,
+  id: string,
+  session: { resource: SessionResource; inputs: NewInput[]; secretHash?: string },
+): Promise<boolean> {
+  const created = await tx`
+    insert into bulkimportstatus (id, txid, resource_type, status, resource)
+    values (${id}, nextval('transaction_id_seq'), 'BulkImportStatus', 'created', ${session.resource as never})
+    on conflict (id) do nothing returning id`;
+  if (created.length === 0) return false;
+  for (const [idx, input] of session.inputs.entries()) {
+    await tx`insert into bulkimport_input (session_id, idx, type, url, storage, source)
+             values (${id}, ${idx}, ${input.type ?? null}, ${input.url}, ${input.storage}, ${input.source})`;
+  }
+  if (session.secretHash !== undefined) {
+    await tx`insert into bulkimport_secret (session_id, hash) values (${id}, ${session.secretHash})`;
+  }
+  return true;
+}
+
+export async function readSession(sql: AnySql, id: string): Promise<{ session: SessionRow; inputs: InputRow[] } | undefined> {
+  const [session] = await sql.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus where id = $1`, [id]);
+  if (!session) return undefined;
+  const inputs = await sql.unsafe(`select ${INPUT_COLUMNS} from bulkimport_input where session_id = $1 order by idx`, [id]);
+  return { session: session as unknown as SessionRow, inputs: inputs as unknown as InputRow[] };
+}
+
+/** Every session, oldest first, with its inputs (two queries, not one per session). */
+export async function listSessions(sql: Sql): Promise<{ session: SessionRow; inputs: InputRow[] }[]> {
+  const sessions = (await sql.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus order by cts, id`)) as unknown as SessionRow[];
+  const inputs = await sql.unsafe(`select session_id, ${INPUT_COLUMNS} from bulkimport_input order by session_id, idx`);
+  const bySession = new Map<string, InputRow[]>();
+  for (const row of inputs) {
+    const list = bySession.get(row.session_id as string) ?? [];
+    const { session_id: _s, ...input } = row;
+    list.push(input as unknown as InputRow);
+    bySession.set(row.session_id as string, list);
+  }
+  return sessions.map((session) => ({ session, inputs: bySession.get(session.id) ?? [] }));
+}
+
+export async function secretHashOf(sql: AnySql, id: string): Promise<string | undefined> {
+  const [row] = await sql`select hash from bulkimport_secret where session_id = ${id}`;
+  return row?.hash as string | undefined;
+}
+
+/** The session row, locked against concurrent actions and batch commits until `tx` ends. */
+export async function lockSession(tx: TransactionSql, id: string): Promise<SessionRow | undefined> {
+  const [row] = await tx.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus where id = $1 for update`, [id]);
+  return row as unknown as SessionRow | undefined;
+}
+
+/** A new version of the session's resource (new txid and ts); history is not kept for sessions. */
+export async function writeSession(tx: TransactionSql, id: string, resource: SessionResource): Promise<void> {
+  await tx`update bulkimportstatus set resource = ${resource as never}, txid = nextval('transaction_id_seq'),
+           ts = now(), status = 'updated' where id = ${id}`;
+}
+
+export async function setInputStatus(
+  tx: TransactionSql,
+  id: string,
+  change: { from: string[]; to: string; clearMessage?: boolean },
+): Promise<void> {
+  await tx`update bulkimport_input set status = ${change.to},
+             message = case when ${change.clearMessage ?? false} then null else message end
+           where session_id = ${id} and status = any(${change.from})`;
+}
+
+/** Ids of the sessions in state `active`: what a starting server resumes. */
+export async function activeSessionIds(sql: Sql): Promise<string[]> {
+  const rows = await sql`select id from bulkimportstatus where resource->>'status' = 'active' order by cts`;
+  return rows.map((r) => r.id as string);
+}
