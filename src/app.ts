@@ -14,6 +14,7 @@ import {
   createResource, history, readOne, readOneVersion, removeResource, updateResource,
 } from './operations/crud.ts';
 import { search } from './operations/search.ts';
+import { load } from './operations/load.ts';
 import { notFound } from './fhir/outcome.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 
@@ -54,6 +55,8 @@ export function createApp(deps: AppDeps): Hono {
     const answer = await importAction(ctx, deps.imports, await body(c));
     return respond(c, answer.status, answer.session, answer.headers);
   });
+  api.post('/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { signal: c.req.raw.signal })));
+  api.post('/:type/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
   api.get('/BulkImportStatus', async (c) => {
     const sessions = await listImportSessions(ctx);
     return respond(c, 200, { resourceType: 'Bundle', type: 'searchset', total: sessions.length, entry: sessions.map((resource) => ({ resource })) });

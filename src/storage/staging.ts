@@ -176,11 +176,15 @@ async function stagedPerType(tx: AnySql, table: string): Promise<Record<string, 
   return Object.fromEntries(rows.map((r) => [r.type as string, r.n as number]));
 }
 
-const UPSERT_TAIL = `on conflict (id) do update set txid = excluded.txid, ts = now(),
+// Versions of one id only grow (as in storage/resources.ts): rows inserted by hand may carry txids
+// above the sequence, so an overwritten row's next txid is at least its previous one + 1.
+const UPSERT_TAIL = `on conflict (id) do update set txid = greatest(excluded.txid, t.txid + 1), ts = now(),
   resource_type = excluded.resource_type, status = 'updated', resource = excluded.resource`;
 
+// A version already in history (same id and txid) is already archived: nothing to add.
 function historySql(table: string, type: string, ids: string): string {
-  return `insert into ${ident(historyTableOf(type))} select t.* from ${ident(tableOf(type))} t where t.id in (${ids})`;
+  return `insert into ${ident(historyTableOf(type))} select t.* from ${ident(tableOf(type))} t where t.id in (${ids})
+    on conflict do nothing`;
 }
 
 /**
@@ -194,7 +198,7 @@ async function mergeSetBased(tx: AnySql, table: string, type: string, update: bo
   const run = async (sql: AnySql, rows: string) => {
     if (update) await sql.unsafe(historySql(table, type, `select id from ${source}`), [type]);
     const result = await sql.unsafe(
-      `insert into ${ident(tableOf(type))} (id, txid, resource_type, status, resource)
+      `insert into ${ident(tableOf(type))} as t (id, txid, resource_type, status, resource)
        select id, nextval('transaction_id_seq'), $1, 'created', resource from ${rows} ${UPSERT_TAIL}`,
       [type],
     );
@@ -219,7 +223,7 @@ async function mergeBatched(tx: AnySql, table: string, type: string, options: { 
       select distinct on (id) id, resource from ${ident(table)}
       where type = $1 and error is null and id > $2 order by id, line desc limit ${options.batchRows}
     )${history}, written as (
-      insert into ${ident(tableOf(type))} (id, txid, resource_type, status, resource)
+      insert into ${ident(tableOf(type))} as t (id, txid, resource_type, status, resource)
       select id, nextval('transaction_id_seq'), $1, 'created', resource from batch ${UPSERT_TAIL} returning 1
     )
     select (select max(id) from batch) as last, (select count(*) from written)::int as n`;

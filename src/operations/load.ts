@@ -1,0 +1,163 @@
+/**
+ * `POST /$load` and `POST /<Type>/$load` (SPEC §7): one ndjson source, gzipped or plain, streamed
+ * end to end — source → gunzip → lines → parseLine → COPY into a staging table → checks → merge —
+ * in ONE transaction, so a source that fails half-way leaves the resource tables untouched.
+ *
+ * Memory is flat: only one input chunk of lines and one 1 MiB COPY chunk are in Bun at a time, and
+ * each waits for the socket to drain (backpressure reaches the source's reader). Duplicate ids are
+ * resolved by PostgreSQL in the merge, never by a set of ids in Bun.
+ */
+import crypto from 'node:crypto';
+import type { OperationContext } from './context.ts';
+import { assertType } from './crud.ts';
+import { parseLine, type GoodLine, type LineOptions } from './ingest.ts';
+import { parseLoadRequest, type LoadRequest } from './load-request.ts';
+import { runningOutcome, validateLater } from './load-validation.ts';
+import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
+import { SERVER_TYPES } from '../fhir/types.ts';
+import { openSource, sourceError, type Source } from '../streams/source.ts';
+import { gunzipIfNeeded } from '../streams/gzip.ts';
+import { ndjsonLines, type Line, type LineBatch } from '../streams/lines.ts';
+import { copyIntoStaging, createStaging, mergeStaging } from '../storage/staging.ts';
+import { checkStagingRefs, type LineError } from '../storage/staging-check.ts';
+import { writeResource } from '../storage/resources.ts';
+
+/** SPEC §7: the response lists the first 100 bad lines. */
+export const ERROR_LIMIT = 100;
+
+export type LoadResponse = Record<string, unknown>;
+
+export async function load(
+  ctx: OperationContext,
+  body: unknown,
+  options: { type?: string; signal?: AbortSignal } = {},
+): Promise<LoadResponse> {
+  const request = parseLoadRequest(body);
+  if (options.type !== undefined) {
+    assertType(options.type);
+    if ((SERVER_TYPES as readonly string[]).includes(options.type)) {
+      throw invalid(`${options.type} is a server type and cannot be loaded; use PUT /${options.type}/<id>`);
+    }
+  }
+  const { enable, checks } = request.validation;
+  const lineOptions: LineOptions = {
+    urlType: options.type,
+    merge: request.merge,
+    stripNulls: request.stripNulls,
+    struct: enable === 'on' && checks !== 'refs',
+    refs: enable === 'on' && checks !== 'struct',
+    maxLineBytes: ctx.config.maxLineBytes,
+  };
+  const source = await openSource(request.source, { importRoot: ctx.config.importRoot, signal: options.signal });
+  const lines = new LineReader(source, lineOptions, ctx.config.maxLineBytes);
+  const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
+
+  const result = await ctx.sql
+    .begin(async (tx) => {
+      // `async` validates after the commit, so its staging table must outlive the transaction.
+      const table = await createStaging(tx, { name: request.tempTable, temporary: !request.tempTable && !validationId });
+      await copyIntoStaging(tx, table, lines.rows());
+      if (lines.count === 0) {
+        throw new OperationOutcomeError('unprocessable', `Cannot load "${source.name}": the source is empty (no ndjson lines)`);
+      }
+      let refErrors: LineError[] = [];
+      let refErrorCount = 0;
+      if (lineOptions.refs) {
+        const checked = await checkStagingRefs(tx, table, { limit: ERROR_LIMIT });
+        for (const [type, n] of Object.entries(checked.perType)) lines.staged[type] = (lines.staged[type] ?? 0) - n;
+        refErrors = checked.errors;
+        refErrorCount = checked.errorCount;
+      }
+      const merged = await mergeStaging(tx, table, { update: request.update, method: request.method, staged: lines.staged });
+      if (validationId) {
+        const total = Object.values(merged.counts).reduce((a, b) => a + b, 0);
+        await writeResource(tx, 'OperationOutcome', validationId, runningOutcome(source.name, total, checks));
+      }
+      const errors = [...lines.errors, ...refErrors].sort((a, b) => a.line - b.line).slice(0, ERROR_LIMIT);
+      return { table, merged, errors, errorCount: lines.errorCount + refErrorCount };
+    })
+    .finally(() => lines.close());
+
+  for (const type of Object.keys(result.merged.counts)) ctx.changed(type);
+  if (validationId) {
+    validateLater(ctx, { table: result.table, keep: request.tempTable !== undefined, checks, outcomeId: validationId, sourceName: source.name });
+  }
+  return render(request, options.type, { ...result, validationId });
+}
+
+function render(
+  request: LoadRequest,
+  urlType: string | undefined,
+  r: { merged: { counts: Record<string, number>; duplicates: number }; errors: LineError[]; errorCount: number; validationId?: string },
+): LoadResponse {
+  const counts = r.merged.counts;
+  const response: LoadResponse = urlType !== undefined ? { total: counts[urlType] ?? 0 } : { ...counts };
+  if (r.merged.duplicates > 0) response.duplicates = r.merged.duplicates;
+  if (r.errorCount > 0) {
+    response.errors = r.errors;
+    response.errorCount = r.errorCount;
+  }
+  if (r.validationId) {
+    response.validation = { status: 'running', checks: request.validation.checks, outcome: `/OperationOutcome/${r.validationId}` };
+  }
+  return response;
+}
+
+/**
+ * Pulls the source line by line for the COPY: parses each line, keeps the first bad lines and
+ * counts per type. Errors of the source, gunzip or the splitter become one source error.
+ */
+class LineReader {
+  readonly staged: Record<string, number> = {};
+  readonly errors: LineError[] = [];
+  errorCount = 0;
+  count = 0;
+  private started = false;
+
+  constructor(
+    private readonly source: Source,
+    private readonly options: LineOptions,
+    private readonly maxLineBytes: number,
+  ) {}
+
+  async *rows(): AsyncGenerator<GoodLine[]> {
+    this.started = true;
+    const batches = ndjsonLines(gunzipIfNeeded(this.source.stream), { maxLineBytes: this.maxLineBytes });
+    try {
+      for (;;) {
+        let next: IteratorResult<LineBatch>;
+        try {
+          next = await batches.next();
+        } catch (err) {
+          throw sourceError(this.source.name, err);
+        }
+        if (next.done) return;
+        yield this.parse(next.value.lines);
+      }
+    } finally {
+      // Leaving early (the COPY failed) cancels the source through the splitter.
+      await batches.return(undefined);
+    }
+  }
+
+  private parse(lines: Line[]): GoodLine[] {
+    const good: GoodLine[] = [];
+    for (const line of lines) {
+      const parsed = parseLine(line, this.options);
+      if (parsed.ok) {
+        good.push(parsed);
+        this.staged[parsed.type] = (this.staged[parsed.type] ?? 0) + 1;
+      } else {
+        this.errorCount++;
+        if (this.errors.length < ERROR_LIMIT) this.errors.push({ line: parsed.line, message: parsed.message });
+      }
+    }
+    this.count += lines.length;
+    return good;
+  }
+
+  /** A source never read (the transaction failed first) must still be released. */
+  async close(): Promise<void> {
+    if (!this.started) await this.source.stream.cancel().catch(() => {});
+  }
+}
