@@ -8,9 +8,9 @@
 import { isId, isPlainObject, toStored, type Json } from '../fhir/resource.ts';
 import { isKnownType, SERVER_TYPES } from '../fhir/types.ts';
 import { literalReferences, validateStruct } from '../fhir/validate.ts';
+import type { Line } from '../streams/lines.ts';
 
-/** A line as `ndjsonLines` yields it: its 1-based number and text, or a marker that it was too long. */
-export type Line = { no: number; text: string } | { no: number; tooLong: true };
+export type { Line };
 
 export interface LineOptions {
   /** The type of `/<Type>/$load`: lines may omit `resourceType`; a different one is an error. */

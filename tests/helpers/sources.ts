@@ -2,10 +2,11 @@
  * A real local HTTP server for `$load`/`$import` sources (Bun.serve on a free port): tests put
  * bodies at paths, or make a path answer an error status or break off in the middle of the body.
  */
+import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { Sql } from '../../src/storage/db.ts';
 
-type Entry = { body: Uint8Array } | { status: number } | { cutAfter: Uint8Array };
+type Entry = { body: Uint8Array } | { status: number };
 
 export interface SourceServer {
   url(pathname: string): string;
@@ -28,17 +29,19 @@ export function serveSources(): SourceServer {
       const entry = entries.get(new URL(request.url).pathname);
       if (!entry) return new Response('not here', { status: 404 });
       if ('status' in entry) return new Response('failure', { status: entry.status });
-      if ('body' in entry) return new Response(entry.body);
-      const bytes = entry.cutAfter;
-      return new Response(new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          controller.enqueue(bytes);
-          await Bun.sleep(20);
-          controller.error(new Error('connection dropped on purpose'));
-        },
-      }), { headers: { 'content-length': String(bytes.length * 2) } });
+      return new Response(entry.body);
     },
   });
+  // Dropped connections come from a raw TCP server: a promised Content-Length, half the bytes, close.
+  const cuts = new Map<string, Uint8Array>();
+  const dropper = net.createServer((socket) => {
+    socket.once('data', (request) => {
+      const pathname = request.toString('latin1').split(' ')[1] ?? '';
+      const bytes = cuts.get(pathname) ?? new Uint8Array(0);
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${bytes.length * 2}\r\n\r\n`);
+      socket.write(bytes, () => setTimeout(() => socket.destroy(), 20));
+    });
+  }).listen(0, '127.0.0.1');
   const url = (pathname: string) => `http://127.0.0.1:${server.port}${pathname}`;
   return {
     url,
@@ -52,11 +55,11 @@ export function serveSources(): SourceServer {
       return url(pathname);
     },
     cut(pathname, bytes) {
-      entries.set(pathname, { cutAfter: bytes });
-      return url(pathname);
+      cuts.set(pathname, bytes);
+      return `http://127.0.0.1:${(dropper.address() as net.AddressInfo).port}${pathname}`;
     },
     get requests() { return state.requests; },
-    stop() { server.stop(true); },
+    stop() { server.stop(true); dropper.close(); },
   };
 }
 

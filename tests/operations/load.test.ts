@@ -67,7 +67,7 @@ test('file:// sources under FHIRHOSE_IMPORT_ROOT load; the same resources twice 
   expect((await load({ source: `file://${file}` })).body).toEqual({ Patient: 4 });
   expect((await load({ source: `file://${file}` })).body).toEqual({ Patient: 4 });
   const rows = await server.sql`select status, count(*)::int as n from patient group by status`;
-  expect(rows).toEqual([{ status: 'updated', n: 4 }]);
+  expect([...rows]).toEqual([{ status: 'updated', n: 4 }]);
 });
 
 test('duplicated ids: the last line wins and the answer counts the duplicates', async () => {

@@ -1,0 +1,151 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { freePort } from '../helpers/database.ts';
+import { ndjson, serveSources, snapshot, type SourceServer } from '../helpers/sources.ts';
+
+let server: TestServer;
+let sources: SourceServer;
+let outside: string;
+const TYPES = ['Patient', 'Organization', 'Observation'];
+beforeAll(async () => {
+  server = await startTestServer({ FHIRHOSE_MAX_LINE_BYTES: '1024' });
+  sources = serveSources();
+  outside = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-outside-'));
+  // Data already there, so "unchanged" means something.
+  const seed = sources.put('/seed.ndjson', ndjson([
+    ...Array.from({ length: 50 }, (_, i) => ({ resourceType: 'Patient', id: `p${i}`, gender: 'male' })),
+    { resourceType: 'Organization', id: 'o1', name: 'Seed' },
+  ]));
+  await load({ source: seed });
+  await load({ source: seed, update: true });
+});
+afterAll(async () => { sources.stop(); await server.stop(); fs.rmSync(outside, { recursive: true, force: true }); });
+
+async function load(body: unknown, pathname = '/$load') {
+  const res = await server.request(pathname, { method: 'POST', json: body });
+  return { status: res.status, body: await res.json() as Record<string, any> };
+}
+
+const many = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ resourceType: 'Patient', id: `new${from + i}`, gender: 'female' }));
+
+test('every kind of bad line is skipped and reported with its line number; the rest loads', async () => {
+  const text = [
+    JSON.stringify({ resourceType: 'Patient', id: 'good1' }),
+    '{"resourceType": "Patient", "id": "broken"',
+    '',
+    '"just a string"',
+    JSON.stringify({ resourceType: 'Patient' }),
+    JSON.stringify({ id: 'no-type' }),
+    JSON.stringify({ resourceType: 'Spaceship', id: 's1' }),
+    JSON.stringify({ resourceType: 'Client', id: 'c1', secret: 'x' }),
+    JSON.stringify({ resourceType: 'Patient', id: 'bad id!' }),
+    JSON.stringify({ resourceType: 'Patient', id: 'long', text: 'x'.repeat(2000) }),
+    JSON.stringify({ resourceType: 'Patient', id: 'good2' }),
+  ].join('\n');
+  const { status, body } = await load({ source: sources.put('/bad-lines.ndjson', text) });
+  expect(status).toBe(200);
+  expect(body.Patient).toBe(2);
+  expect(body.errorCount).toBe(8);
+  expect(body.errors.map((e: { line: number }) => e.line)).toEqual([2, 4, 5, 6, 7, 8, 9, 10]);
+  const messages = body.errors.map((e: { message: string }) => e.message);
+  expect(messages[0]).toStartWith('invalid JSON');
+  expect(messages.slice(1)).toEqual([
+    'not a JSON object',
+    'id is missing',
+    'resourceType is missing',
+    'unknown resourceType "Spaceship"',
+    'resourceType "Client" is a server type and cannot be loaded; use PUT /Client/<id>',
+    'id "bad id!" is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)',
+    'line is longer than the limit of 1024 bytes (FHIRHOSE_MAX_LINE_BYTES)',
+  ]);
+  expect((await server.sql`select count(*)::int as n from client where id = 'c1'`)[0]!.n).toBe(0);
+});
+
+test('only the first 100 bad lines are listed; errorCount counts them all', async () => {
+  const text = [...Array.from({ length: 150 }, () => 'nope'), JSON.stringify({ resourceType: 'Patient', id: 'after' })].join('\n');
+  const { body } = await load({ source: sources.put('/many-bad.ndjson', text) });
+  expect(body.Patient).toBe(1);
+  expect(body.errorCount).toBe(150);
+  expect(body.errors.length).toBe(100);
+  expect(body.errors[99].line).toBe(100);
+});
+
+// A sizeable good prefix, so a failure happens after rows were already COPYed into staging.
+const bigText = ndjson(many(3000));
+const bigGzip = gzipSync(new TextEncoder().encode(bigText));
+
+const failures: [string, () => Promise<string>, number, string][] = [
+  ['connection refused', async () => `http://127.0.0.1:${await freePort()}/Patient.ndjson`, 502, 'unreachable'],
+  ['HTTP 404', async () => sources.fail('/missing.ndjson', 404), 502, 'HTTP 404'],
+  ['HTTP 500', async () => sources.fail('/broken.ndjson', 500), 502, 'HTTP 500'],
+  ['a gzip cut off in the middle', async () => sources.put('/cut.ndjson.gz', bigGzip.subarray(0, Math.floor(bigGzip.length * 0.8))), 422, 'gzip'],
+  ['a gzip missing only its trailer', async () => sources.put('/trailer.ndjson.gz', bigGzip.subarray(0, bigGzip.length - 4)), 422, 'gzip'],
+  ['a connection dropped mid-body', async () => sources.cut('/dropped.ndjson', new TextEncoder().encode(bigText.slice(0, 100_000))), 502, 'dropped.ndjson'],
+  ['random binary bytes', async () => sources.put('/random.bin', crypto.getRandomValues(new Uint8Array(64 * 1024))), 422, 'random.bin'],
+  ['gzip magic followed by garbage', async () => sources.put('/garbage.gz', new Uint8Array([0x1f, 0x8b, ...crypto.getRandomValues(new Uint8Array(4096))])), 422, 'garbage.gz'],
+  ['an empty file', async () => sources.put('/empty.ndjson', ''), 422, 'empty'],
+  ['a file of blank lines', async () => sources.put('/blank.ndjson', '\n\n  \r\n'), 422, 'empty'],
+  ['an empty gzip', async () => sources.put('/empty.ndjson.gz', '', { gzip: true }), 422, 'empty'],
+];
+
+for (const [what, source, status, says] of failures) {
+  test(`source failure: ${what} → ${status}, message names the source, tables unchanged`, async () => {
+    const url = await source();
+    const name = url.split('/').pop()!;
+    const before = await snapshot(server.sql, TYPES);
+    for (const method of ['copy', 'insert']) {
+      const { status: got, body } = await load({ source: url, method, update: true });
+      expect({ what, got }).toEqual({ what, got: status });
+      expect(body.resourceType).toBe('OperationOutcome');
+      expect(body.message).toStartWith(`Cannot load "${name}": `);
+      expect(body.message).toContain(says);
+      expect(body.issue[0].diagnostics).toBe(body.message);
+    }
+    expect(await snapshot(server.sql, TYPES)).toEqual(before);
+  });
+}
+
+test('file:// sources outside FHIRHOSE_IMPORT_ROOT are 403: "..", a symlink out, an absolute path elsewhere', async () => {
+  const secret = path.join(outside, 'secret.ndjson');
+  fs.writeFileSync(secret, ndjson(many(2)));
+  fs.symlinkSync(secret, path.join(server.importRoot, 'link.ndjson'));
+  fs.symlinkSync(outside, path.join(server.importRoot, 'dir-link'));
+  const relative = path.relative(server.importRoot, secret);
+  const before = await snapshot(server.sql, TYPES);
+  for (const source of [
+    `file://${server.importRoot}/${relative}`,
+    `file://${path.join(server.importRoot, 'link.ndjson')}`,
+    `file://${path.join(server.importRoot, 'dir-link', 'secret.ndjson')}`,
+    `file://${secret}`,
+    secret,
+    'file:///etc/passwd',
+    `file://${server.importRoot}/../${path.basename(outside)}/nothing-here.ndjson`,
+  ]) {
+    const { status, body } = await load({ source });
+    expect({ source, status }).toEqual({ source, status: 403 });
+    expect(body.message).toContain('outside FHIRHOSE_IMPORT_ROOT');
+  }
+  expect(await snapshot(server.sql, TYPES)).toEqual(before);
+});
+
+test('a missing file under the import root is 404; other schemes are 400', async () => {
+  expect((await load({ source: `file://${server.importRoot}/nope.ndjson` })).status).toBe(404);
+  expect((await load({ source: 'ftp://example.org/Patient.ndjson' })).status).toBe(400);
+});
+
+test('a symlink that stays inside the import root is followed', async () => {
+  const real = path.join(server.importRoot, 'real.ndjson');
+  fs.writeFileSync(real, ndjson(many(3, 100)));
+  fs.symlinkSync(real, path.join(server.importRoot, 'alias.ndjson'));
+  expect((await load({ source: `file://${path.join(server.importRoot, 'alias.ndjson')}` })).body).toEqual({ Patient: 3 });
+});
+
+test('unauthenticated $load is 401 and loads nothing', async () => {
+  const res = await server.request('/$load', { method: 'POST', json: { source: sources.put('/anon.ndjson', ndjson(many(1, 500))) }, auth: null });
+  expect(res.status).toBe(401);
+  expect((await server.sql`select count(*)::int as n from patient where id = 'new500'`)[0]!.n).toBe(0);
+});
