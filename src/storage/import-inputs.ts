@@ -65,7 +65,7 @@ export async function recordBatch(tx: TransactionSql, id: string, idx: number, p
       checkpoint = ${p.checkpoint}, lines_read = ${p.checkpoint}, bytes_read = ${p.bytesRead},
       bytes_total = coalesce(${p.bytesTotal ?? null}::bigint, bytes_total),
       imported = imported + ${p.imported}, error_count = error_count + ${p.errorCount},
-      errors = errors || ${JSON.stringify(p.errors)}::jsonb, run_ms = run_ms + ${Math.round(p.runMs)},
+      errors = errors || ${tx.json(p.errors as never)}, run_ms = run_ms + ${Math.round(p.runMs)},
       status = case when ${p.done} then 'done' else status end,
       finished_at = case when ${p.done} then now() else finished_at end,
       message = null

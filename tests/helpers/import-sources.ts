@@ -34,6 +34,8 @@ export function startSourceServer(): SourceServer {
     port: 0,
     hostname: '127.0.0.1',
     idleTimeout: 0,
+    // A dropped connection is on purpose: development mode would print its stack every time.
+    development: false,
     fetch(request) {
       const path = new URL(request.url).pathname;
       hits.set(path, (hits.get(path) ?? 0) + 1);

@@ -1,0 +1,155 @@
+/**
+ * Pause and resume with real batches: a paused session writes nothing more, a resumed one goes on
+ * from its checkpoint, and the final counts are exact. Also the progress fields while running.
+ */
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import http from 'node:http';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { count, patients, startImport, startSourceServer, status, waitFor, type SourceServer } from '../helpers/import-sources.ts';
+
+let server: TestServer;
+let sources: SourceServer;
+
+beforeAll(async () => {
+  server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '50' });
+  sources = startSourceServer();
+});
+afterAll(async () => {
+  await server.stop();
+  await sources.stop();
+});
+
+async function act(id: string, action: string): Promise<Record<string, any>> {
+  const res = await server.request('/$import', { method: 'POST', json: { id, action } });
+  expect(res.status).toBe(200);
+  return (await res.json()) as Record<string, any>;
+}
+
+test('a paused import writes nothing more; resumed, it ends with exactly the input', async () => {
+  // About 2,000 lines at ~6 kB per 20 ms: the import takes a few seconds, long enough to pause.
+  sources.set('/slow.ndjson', patients(2000, 'slow'), { trickle: { bytes: 6000, everyMs: 20 } });
+  await startImport(server, { id: 'pausing', inputs: [{ type: 'Patient', url: sources.url('/slow.ndjson') }] });
+  await waitFor(server, 'pausing', (s) => s.inputs[0].checkpoint >= 100);
+
+  const paused = await act('pausing', 'pause');
+  expect(paused.status).toBe('paused');
+  const rowsAtPause = await count(server, 'patient');
+  const atPause = await status(server, 'pausing');
+  expect(atPause.inputs[0].status).toBe('paused');
+  expect(atPause.inputs[0].checkpoint).toBeLessThan(2000);
+  expect(rowsAtPause).toBe(atPause.inputs[0].imported);
+
+  await Bun.sleep(1000);
+  expect(await count(server, 'patient')).toBe(rowsAtPause);
+  const later = await status(server, 'pausing');
+  expect(later.inputs[0].checkpoint).toBe(atPause.inputs[0].checkpoint);
+  expect(later.durationMs).toBe(atPause.durationMs);
+  expect(later.etaSeconds).toBeUndefined();
+
+  const hitsBefore = sources.hits('/slow.ndjson');
+  expect((await act('pausing', 'resume')).status).toBe('active');
+  const done = await waitFor(server, 'pausing', (s) => s.status === 'done');
+  expect(sources.hits('/slow.ndjson')).toBe(hitsBefore + 1);
+  expect(await count(server, 'patient')).toBe(2000);
+  expect(done.imported).toBe(2000);
+  expect(done.inputs[0]).toMatchObject({ status: 'done', imported: 2000, linesRead: 2000, checkpoint: 2000, errorCount: 0 });
+  const [{ n }] = await server.sql`select count(*)::int as n from patient where id like 'slow-%' and resource->'name'->0->>'family' = 'Family' || substr(id, 6)`;
+  expect(n).toBe(2000);
+});
+
+/**
+ * Bun.serve drops Content-Length from a streamed body (it answers chunked), and without a size
+ * there is no progress to report: a sized, slow source comes from node:http instead.
+ */
+async function sizedSlowSource(body: string, bytesPerTick: number): Promise<{ url: string; close: () => void }> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': Buffer.byteLength(body) });
+    let sent = 0;
+    const tick = setInterval(() => {
+      if (res.destroyed) return clearInterval(tick);
+      res.write(body.slice(sent, sent + bytesPerTick));
+      sent += bytesPerTick;
+      if (sent >= body.length) {
+        clearInterval(tick);
+        res.end();
+      }
+    }, 20);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}/progress.ndjson`, close: () => server.closeAllConnections() };
+}
+
+test('progress: bytes, lines, rate, progress and an ETA while running; times and duration at the end', async () => {
+  const body = patients(1500, 'prog');
+  const source = await sizedSlowSource(body, 8000);
+  await startImport(server, { id: 'progress', inputs: [{ type: 'Patient', url: source.url }] });
+  const running = await waitFor(server, 'progress', (s) => s.inputs[0].checkpoint >= 300 && s.status === 'active');
+  const input = running.inputs[0];
+  expect(input.status).toBe('active');
+  expect(input.bytesTotal).toBe(body.length);
+  expect(input.bytesRead).toBeGreaterThan(0);
+  expect(input.bytesRead).toBeLessThan(body.length);
+  expect(input.linesRead).toBe(input.checkpoint);
+  expect(typeof input.startedAt).toBe('string');
+  expect(input.finishedAt).toBeUndefined();
+  expect(running.progress).toBeGreaterThan(0);
+  expect(running.progress).toBeLessThan(1);
+  expect(running.rate).toBeGreaterThan(0);
+  expect(running.etaSeconds).toBeGreaterThanOrEqual(0);
+  expect(Date.parse(running.eta)).toBeGreaterThan(Date.now() - 1000);
+
+  const done = await waitFor(server, 'progress', (s) => s.status === 'done');
+  source.close();
+  expect(done.progress).toBe(1);
+  expect(done.eta).toBeUndefined();
+  expect(done.inputs[0].bytesRead).toBe(body.length);
+  expect(done.inputs[0].durationMs).toBeGreaterThan(0);
+  expect(Date.parse(done.finishedAt)).toBeGreaterThanOrEqual(Date.parse(done.startedAt));
+  expect(done.inputs[0].rate).toBeGreaterThan(0);
+});
+
+test('a source of unknown size (chunked) reports its size once read, and progress 1 when done', async () => {
+  const body = patients(300, 'chunked');
+  sources.set('/chunked.ndjson', body, { trickle: { bytes: 20000, everyMs: 5 } });
+  await startImport(server, { id: 'chunked', inputs: [{ type: 'Patient', url: sources.url('/chunked.ndjson') }] });
+  const done = await waitFor(server, 'chunked', (s) => s.status === 'done');
+  expect(done.progress).toBe(1);
+  expect(done.inputs[0].bytesTotal).toBe(body.length);
+  expect(done.inputs[0].bytesRead).toBe(body.length);
+});
+
+test('bad lines are skipped and reported with their line numbers; the session still ends done', async () => {
+  const lines = [
+    JSON.stringify({ resourceType: 'Patient', id: 'ok-1' }),
+    '{not json',
+    JSON.stringify({ resourceType: 'Observation', id: 'wrong-type' }),
+    '',
+    JSON.stringify({ resourceType: 'Patient' }),
+    JSON.stringify({ resourceType: 'Patient', id: 'ok-2' }),
+  ];
+  sources.set('/bad-lines.ndjson', lines.join('\n') + '\n');
+  await startImport(server, { id: 'bad-lines', inputs: [{ type: 'Patient', url: sources.url('/bad-lines.ndjson') }] });
+  const done = await waitFor(server, 'bad-lines', (s) => s.status !== 'active');
+  expect(done.status).toBe('done');
+  expect(done.inputs[0].imported).toBe(2);
+  expect(done.inputs[0].errorCount).toBe(3);
+  expect(done.inputs[0].errors.map((e: { line: number }) => e.line)).toEqual([2, 3, 5]);
+  expect(done.inputs[0].errors[1].message).toContain('Observation');
+  expect(done.inputs[0].errors[2].message).toContain('id');
+});
+
+test('several sessions run at the same time, each input in parallel', async () => {
+  for (const name of ['a', 'b', 'c']) sources.set(`/multi-${name}.ndjson`, patients(400, `multi-${name}`), { trickle: { bytes: 16000, everyMs: 10 } });
+  await startImport(server, { id: 'multi-1', inputs: [{ type: 'Patient', url: sources.url('/multi-a.ndjson') }, { type: 'Patient', url: sources.url('/multi-b.ndjson') }] });
+  await startImport(server, { id: 'multi-2', inputs: [{ type: 'Patient', url: sources.url('/multi-c.ndjson') }] });
+  const seen = await waitFor(server, 'multi-1', (s) => s.inputs.every((i: { status: string }) => i.status === 'active'));
+  expect(seen.inputs.length).toBe(2);
+  expect((await status(server, 'multi-2')).status).toBe('active');
+  await waitFor(server, 'multi-1', (s) => s.status === 'done');
+  await waitFor(server, 'multi-2', (s) => s.status === 'done');
+  const [{ n }] = await server.sql`select count(*)::int as n from patient where id like 'multi-%'`;
+  expect(n).toBe(1200);
+  const list = (await (await server.request('/BulkImportStatus')).json()) as Record<string, any>;
+  expect(list.entry.map((e: { resource: { id: string } }) => e.resource.id)).toEqual(expect.arrayContaining(['multi-1', 'multi-2']));
+});
