@@ -40,6 +40,8 @@ export function validateLater(
 ): void {
   const store = (outcome: Record<string, Json>) =>
     ctx.sql.begin((tx) => writeResource(tx, 'OperationOutcome', job.outcomeId, outcome));
+  // The scratch table is dropped before the final outcome is stored: whoever sees `done` sees it gone.
+  const drop = () => (job.keep ? Promise.resolve() : dropStaging(ctx.sql, job.table));
   void (async () => {
     try {
       const { checked, errors, errorCount } = await validate(ctx, job.table, job.checks);
@@ -47,6 +49,7 @@ export function validateLater(
         ? `Validated ${checked} resources loaded from "${job.sourceName}" (checks: ${job.checks}): all valid`
         : `Validated ${checked} resources loaded from "${job.sourceName}" (checks: ${job.checks}): ${errorCount} invalid` +
           (errorCount > errors.length ? `, the first ${errors.length} listed` : '');
+      await drop();
       await store({
         issue: [
           statusIssue('done', summary),
@@ -55,9 +58,8 @@ export function validateLater(
       });
     } catch (err) {
       ctx.log(`async validation ${job.outcomeId} failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      await drop().catch(() => {});
       await store({ issue: [statusIssue('failed', `Validation of "${job.sourceName}" failed; the server log has the details`)] }).catch(() => {});
-    } finally {
-      if (!job.keep) await dropStaging(ctx.sql, job.table).catch(() => {});
     }
   })();
 }

@@ -45,7 +45,8 @@ export async function load(
     merge: request.merge,
     stripNulls: request.stripNulls,
     struct: enable === 'on' && checks !== 'refs',
-    refs: enable === 'on' && checks !== 'struct',
+    // Collected while parsing for `async` too: the background check reads them from staging.
+    refs: enable !== 'off' && checks !== 'struct',
     maxLineBytes: ctx.config.maxLineBytes,
   };
   const source = await openSource(request.source, { importRoot: ctx.config.importRoot, signal: options.signal });
@@ -62,7 +63,7 @@ export async function load(
       }
       let refErrors: LineError[] = [];
       let refErrorCount = 0;
-      if (lineOptions.refs) {
+      if (enable === 'on' && lineOptions.refs) {
         const checked = await checkStagingRefs(tx, table, { limit: ERROR_LIMIT });
         for (const [type, n] of Object.entries(checked.perType)) lines.staged[type] = (lines.staged[type] ?? 0) - n;
         refErrors = checked.errors;
