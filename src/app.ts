@@ -29,7 +29,7 @@ export interface AppDeps {
 export function createApp(deps: AppDeps): Hono {
   const { ctx, auth } = deps;
   const body = (c: Context) => readBody(c, ctx.config.bodyLimit);
-  const api = new Hono();
+  const api = new Hono({ strict: false });
 
   api.get('/health', (c) => c.json({ status: 'ok' }));
 
@@ -82,7 +82,7 @@ export function createApp(deps: AppDeps): Hono {
     respond(c, 200, await readOneVersion(ctx, c.req.param('type'), c.req.param('id'), c.req.param('vid'))));
   // ---------------------------------------------------------------------------------------------
 
-  const app = new Hono();
+  const app = new Hono({ strict: false });
   app.route('/fhir', api);
   app.route('/', api);
   app.notFound((c) => renderError(c, notFound(`No route for ${c.req.method} ${new URL(c.req.url).pathname}`), ctx.log));

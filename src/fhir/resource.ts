@@ -63,5 +63,14 @@ export function checkResource(value: unknown, where: string, expect: { type?: st
   if (value.id !== undefined && !isId(value.id)) {
     throw invalid(`${where}: id ${JSON.stringify(value.id)} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)`);
   }
+  // PostgreSQL jsonb cannot hold U+0000: refuse it here, with the item named, not as a 500 mid-transaction
+  if (hasNul(value)) throw invalid(`${where}: text contains a NUL character (\\u0000), which cannot be stored`);
   return value;
+}
+
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(hasNul);
+  if (isPlainObject(value)) return Object.entries(value).some(([k, v]) => k.includes('\0') || hasNul(v));
+  return false;
 }

@@ -132,10 +132,14 @@ export async function searchResources(sql: Sql, type: string, query: SearchQuery
   const param = (v: unknown) => { params.push(v); return `$${params.length}`; };
   if (query.ids) where.push(`id = any(${param(query.ids)}::text[])`);
   for (const b of query.lastUpdated) {
-    const start = `${param(b.start)}::timestamptz`;
-    const end = `(${start} + ${param(b.width)}::interval)`;
-    const clause = { eq: `ts >= ${start} and ts < ${end}`, gt: `ts >= ${end}`, ge: `ts >= ${start}`, lt: `ts < ${start}`, le: `ts < ${end}` };
-    where.push(`(${clause[b.op]})`);
+    // ::text first: postgres.js would serialise a timestamptz parameter through a JS Date, dropping microseconds
+    const start = () => `${param(b.start)}::text::timestamptz`;
+    const end = () => `(${start()} + ${param(b.width)}::interval)`;
+    if (b.op === 'eq') where.push(`ts >= ${start()} and ts < ${end()}`);
+    else if (b.op === 'gt') where.push(`ts >= ${end()}`);
+    else if (b.op === 'ge') where.push(`ts >= ${start()}`);
+    else if (b.op === 'lt') where.push(`ts < ${start()}`);
+    else where.push(`ts < ${end()}`);
   }
   if (query.after !== undefined) where.push(`id > ${param(query.after)}`);
   const rows = await sql.unsafe(
