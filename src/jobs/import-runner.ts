@@ -123,6 +123,7 @@ export function createImportRunner(deps: { sql: Sql; config: Config; log: (line:
     },
     async stop() {
       shutdown.abort('shutdown');
+      for (const id of tasks.keys()) log(`import ${id}: stopping with the server; stays active and resumes on the next start`);
       const all = Promise.all([...tasks.values()].map((t) => t.done));
       await Promise.race([all, Bun.sleep(STOP_WAIT_MS)]);
       await locks.close().catch(() => {});
