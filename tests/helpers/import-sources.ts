@@ -43,7 +43,7 @@ export function startSourceServer(): SourceServer {
       if (!file) return new Response('not found', { status: 404 });
       const { body, behaviour } = file;
       if (behaviour.status) return new Response(null, { status: behaviour.status });
-      if (!behaviour.trickle && behaviour.dropAfter === undefined && behaviour.holdAfter === undefined) return new Response(body);
+      if (!behaviour.trickle && behaviour.dropAfter === undefined && behaviour.holdAfter === undefined) return new Response(body as Uint8Array<ArrayBuffer>);
       let sent = 0;
       const step = behaviour.trickle?.bytes ?? 64 * 1024;
       const stream = new ReadableStream<Uint8Array>({

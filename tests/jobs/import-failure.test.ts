@@ -51,8 +51,8 @@ test('a connection that drops mid-way → error naming the input; fixed and forc
   expect(done.message).toBeUndefined();
   expect(done.inputs[0]).toMatchObject({ status: 'done', imported: 3000, checkpoint: 3000 });
   expect(done.inputs[0].message).toBeUndefined();
-  const [{ n }] = await server.sql`select count(*)::int as n from patient where id like 'drop-%'`;
-  expect(n).toBe(3000);
+  const [row] = await server.sql`select count(*)::int as n from patient where id like 'drop-%'`;
+  expect(row!.n).toBe(3000);
 });
 
 test('HTTP 404 → error naming the input and the status', async () => {
@@ -74,8 +74,8 @@ test('a refused connection → error; the source appears; force-resume → done'
   try {
     await forceResume('refused');
     expect((await waitFor(server, 'refused', (s) => s.status !== 'active')).status).toBe('done');
-    const [{ n }] = await server.sql`select count(*)::int as n from patient where id like 'late-%'`;
-    expect(n).toBe(250);
+    const [row] = await server.sql`select count(*)::int as n from patient where id like 'late-%'`;
+    expect(row!.n).toBe(250);
   } finally {
     late.stop(true);
   }

@@ -53,8 +53,8 @@ test('a paused import writes nothing more; resumed, it ends with exactly the inp
   expect(await count(server, 'patient')).toBe(2000);
   expect(done.imported).toBe(2000);
   expect(done.inputs[0]).toMatchObject({ status: 'done', imported: 2000, linesRead: 2000, checkpoint: 2000, errorCount: 0 });
-  const [{ n }] = await server.sql`select count(*)::int as n from patient where id like 'slow-%' and resource->'name'->0->>'family' = 'Family' || substr(id, 6)`;
-  expect(n).toBe(2000);
+  const [row] = await server.sql`select count(*)::int as n from patient where id like 'slow-%' and resource->'name'->0->>'family' = 'Family' || substr(id, 6)`;
+  expect(row!.n).toBe(2000);
 });
 
 /**
@@ -148,8 +148,8 @@ test('several sessions run at the same time, each input in parallel', async () =
   expect((await status(server, 'multi-2')).status).toBe('active');
   await waitFor(server, 'multi-1', (s) => s.status === 'done');
   await waitFor(server, 'multi-2', (s) => s.status === 'done');
-  const [{ n }] = await server.sql`select count(*)::int as n from patient where id like 'multi-%'`;
-  expect(n).toBe(1200);
+  const [row] = await server.sql`select count(*)::int as n from patient where id like 'multi-%'`;
+  expect(row!.n).toBe(1200);
   const list = (await (await server.request('/BulkImportStatus')).json()) as Record<string, any>;
   expect(list.entry.map((e: { resource: { id: string } }) => e.resource.id)).toEqual(expect.arrayContaining(['multi-1', 'multi-2']));
 });

@@ -29,7 +29,7 @@ interface Fingerprint { patients: number; observations: number; patientSum: stri
 async function fingerprint(sql: Sql): Promise<Fingerprint> {
   const sum = async (table: string) => {
     const [row] = await sql.unsafe(`select count(*)::int as n, md5(string_agg(id || ':' || resource::text, ',' order by id)) as sum from ${table}`);
-    return row as { n: number; sum: string };
+    return row as unknown as { n: number; sum: string };
   };
   const p = await sum('patient');
   const o = await sum('observation');
@@ -125,7 +125,8 @@ async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
 
     const [left] = await sql`select resource->>'status' as status from bulkimportstatus where id = 'restart'`;
     expect(left!.status).toBe('active');
-    const [{ checkpoints }] = await sql`select sum(checkpoint)::int as checkpoints from bulkimport_input where session_id = 'restart'`;
+    const [sum] = await sql`select sum(checkpoint)::int as checkpoints from bulkimport_input where session_id = 'restart'`;
+    const checkpoints = sum!.checkpoints as number;
     expect(checkpoints).toBeGreaterThanOrEqual(600);
     expect(checkpoints).toBeLessThan(5000);
 
