@@ -1,0 +1,51 @@
+/** STYLE §5: the environment is read once, validated, and a bad value is one clear line. */
+import { describe, expect, test } from 'bun:test';
+import path from 'node:path';
+import { loadConfig } from '../src/config.ts';
+
+describe('config: happy', () => {
+  test('defaults match the README table', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({
+      port: 8080, host: '0.0.0.0', pgPort: 5433, poolSize: 12, bodyLimit: 64 * 1024 * 1024,
+      maxLineBytes: 16 * 1024 * 1024, sqlTimeoutMs: 60_000, importBatchLines: 5000, importConcurrency: 2, log: 'info',
+    });
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.rootSecret).toBeUndefined();
+    expect(c.dataDir).toBe(path.resolve('./data'));
+    expect(c.importRoot).toBe(path.resolve('./import'));
+  });
+
+  test('values are read from the environment; relative folders become absolute; blank means unset', () => {
+    const c = loadConfig({ PORT: '9000', DATABASE_URL: 'postgresql://u:p@db/x', FHIRHOSE_DATA_DIR: 'var/d', FHIRHOSE_ROOT_SECRET: 's3', FHIRHOSE_PG_PORT: '  ', FHIRHOSE_LOG: 'quiet' });
+    expect(c).toMatchObject({ port: 9000, databaseUrl: 'postgresql://u:p@db/x', dataDir: path.resolve('var/d'), rootSecret: 's3', pgPort: 5433, log: 'quiet' });
+  });
+});
+
+describe('config: errors', () => {
+  const cases: [Record<string, string>, string][] = [
+    [{ PORT: 'abc' }, 'Invalid configuration: PORT="abc" must be a whole number from 0 to 65535'],
+    [{ PORT: '65536' }, 'Invalid configuration: PORT="65536" must be a whole number from 0 to 65535'],
+    [{ PORT: '80.5' }, 'Invalid configuration: PORT="80.5" must be a whole number from 0 to 65535'],
+    [{ FHIRHOSE_PG_PORT: '0' }, 'Invalid configuration: FHIRHOSE_PG_PORT="0" must be a whole number from 1 to 65535'],
+    [{ FHIRHOSE_POOL_SIZE: '1' }, 'Invalid configuration: FHIRHOSE_POOL_SIZE="1" must be a whole number from 2 to 200'],
+    [{ FHIRHOSE_BODY_LIMIT: '10' }, 'Invalid configuration: FHIRHOSE_BODY_LIMIT="10" must be a whole number, at least 1024'],
+    [{ FHIRHOSE_LOG: 'debug' }, 'Invalid configuration: FHIRHOSE_LOG="debug" must be info or quiet'],
+  ];
+  for (const [env, message] of cases) {
+    test(`${Object.entries(env)[0]!.join('=')} is refused with one line naming it`, () => {
+      expect(() => loadConfig(env)).toThrow(message);
+    });
+  }
+});
+
+describe('config: security', () => {
+  test('an invalid DATABASE_URL is named but its value (which may hold a password) is not echoed', () => {
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://admin:hunter2@db/x' })).toThrow('Invalid configuration: DATABASE_URL must start with postgres:// or postgresql://');
+    try {
+      loadConfig({ DATABASE_URL: 'mysql://admin:hunter2@db/x' });
+    } catch (err) {
+      expect((err as Error).message).not.toContain('hunter2');
+    }
+  });
+});
