@@ -36,7 +36,7 @@ describe('CRUD: happy', () => {
     expect(row!.status).toBe('updated');
     expect(row!.cts).toEqual(before!.cts);
     const history = await server.sql`select txid::text, status, resource from patient_history where id = ${created.id}`;
-    expect(history).toEqual([{ txid: created.meta.versionId, status: 'created', resource: { name: [{ family: 'Smith' }] } }]);
+    expect([...history]).toEqual([{ txid: created.meta.versionId, status: 'created', resource: { name: [{ family: 'Smith' }] } }]);
   });
 
   test('GET /Patient/<id>/_history/<vid> reads the old version; _history lists newest first', async () => {
