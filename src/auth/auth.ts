@@ -6,7 +6,7 @@
  */
 import type { Sql } from '../storage/db.ts';
 import { clientSecretHash, listPolicies } from '../storage/auth.ts';
-import { verifySecret } from './secrets.ts';
+import { hashSecret, verifySecret } from './secrets.ts';
 import { matcho } from './matcho.ts';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 import { isPlainObject, type Json } from '../fhir/resource.ts';
@@ -32,6 +32,12 @@ export interface Auth {
   forget(type: 'Client' | 'AccessPolicy'): void;
 }
 
+let decoy: Promise<string> | undefined;
+function decoyHash(): Promise<string> {
+  decoy ??= hashSecret(crypto.randomUUID());
+  return decoy;
+}
+
 const unauthorized = (message: string) =>
   new OperationOutcomeError('login', message, { headers: { 'WWW-Authenticate': 'Basic realm="fhirhose"' } });
 
@@ -52,7 +58,9 @@ export function createAuth(sql: Sql): Auth {
     const clientId = decoded.slice(0, colon);
     const secret = decoded.slice(colon + 1);
     const hash = await clientSecretHash(sql, clientId);
-    if (!hash || !(await verifySecret(secret, hash))) throw unauthorized('Invalid client id or secret');
+    // an unknown client costs the same argon2 verification as a wrong secret: timing does not reveal which ids exist
+    const ok = await verifySecret(secret, hash ?? (await decoyHash()));
+    if (!hash || !ok) throw unauthorized('Invalid client id or secret');
     if (verified.size > 10_000) verified.clear();
     verified.set(header, { clientId, until: Date.now() + CREDENTIAL_TTL_MS });
     return clientId;

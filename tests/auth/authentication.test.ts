@@ -86,6 +86,9 @@ describe('authentication: security', () => {
       // wrong secrets are never cached: each one is checked
       for (let i = 0; i < 3; i++) expect((await server.request('/Patient', { auth: basic('cached', 'wrong') })).status).toBe(401);
       expect(verify).toHaveBeenCalledTimes(4);
+      // an unknown client pays the same verification, so timing does not tell which ids exist
+      expect((await server.request('/Patient', { auth: basic('no-such-client', 'wrong') })).status).toBe(401);
+      expect(verify).toHaveBeenCalledTimes(5);
     } finally {
       verify.mockRestore();
     }
