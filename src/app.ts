@@ -16,6 +16,7 @@ import {
 import { search } from './operations/search.ts';
 import { load } from './operations/load.ts';
 import { notFound } from './fhir/outcome.ts';
+import { dump, dumpParams } from './operations/dump.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 
 export interface AppDeps {
@@ -57,6 +58,12 @@ export function createApp(deps: AppDeps): Hono {
   });
   api.post('/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { signal: c.req.raw.signal })));
   api.post('/:type/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
+  // before /:type/:id, which would take "$dump" for an id
+  api.get('/:type/$dump', async (c) => {
+    const params = dumpParams(new URL(c.req.url).searchParams, c.req.header('accept-encoding'));
+    const { body: stream, headers } = await dump(ctx, c.req.param('type'), params);
+    return new Response(stream, { status: 200, headers });
+  });
   api.get('/BulkImportStatus', async (c) => {
     const sessions = await listImportSessions(ctx);
     return respond(c, 200, { resourceType: 'Bundle', type: 'searchset', total: sessions.length, entry: sessions.map((resource) => ({ resource })) });

@@ -1,0 +1,108 @@
+/**
+ * `GET /<Type>/$dump` (SPEC §5): every resource of a type as ndjson, streamed from one binary
+ * `COPY` with backpressure, optionally gzipped. Everything that can fail with a status (unknown
+ * type 404, bad parameter 400, PostgreSQL refusing the COPY) fails before the body starts;
+ * after that a failure errors the stream, which aborts the chunked response.
+ */
+import type { OperationContext } from './context.ts';
+import { assertType } from './crud.ts';
+import { lineWriter } from './dump-lines.ts';
+import { invalid } from '../fhir/outcome.ts';
+import { gzipStream } from '../streams/gzip.ts';
+import { openDump, DUMP_FIELD_COUNT } from '../storage/dump.ts';
+import { copyBinaryDecoder } from '../storage/copy-binary.ts';
+
+export interface DumpParams {
+  /** Normalised instant: only resources created after it. */
+  since?: string;
+  gzip: boolean;
+}
+
+export interface DumpResponse {
+  body: ReadableStream<Uint8Array>;
+  headers: Record<string, string>;
+}
+
+/** Query parameters and `Accept-Encoding` → validated options; 400 on a bad value. */
+export function dumpParams(query: URLSearchParams, acceptEncoding: string | undefined): DumpParams {
+  const since = query.get('_since');
+  const gzip = flag(query, 'gzip');
+  flag(query, 'fhir'); // accepted: resources are stored in FHIR format already
+  return {
+    since: since === null ? undefined : normaliseInstant(since),
+    gzip: gzip ?? acceptsGzip(acceptEncoding),
+  };
+}
+
+export async function dump(ctx: OperationContext, type: string, params: DumpParams): Promise<DumpResponse> {
+  assertType(type);
+  const rows = await openDump(ctx.sql, { type, since: params.since });
+  const lines = ndjson(type, rows);
+  const headers: Record<string, string> = { 'Content-Type': 'application/ndjson', 'Cache-Control': 'no-store', Vary: 'Accept-Encoding' };
+  if (!params.gzip) return { body: lines, headers };
+  return { body: gzipStream(lines), headers: { ...headers, 'Content-Encoding': 'gzip' } };
+}
+
+/** COPY tuples → ndjson lines; one input chunk per pull, so the client's pace drives the COPY. */
+function ndjson(type: string, rows: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = rows.getReader();
+  const writer = lineWriter(type);
+  const decoder = copyBinaryDecoder(DUMP_FIELD_COUNT, writer.tuple);
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) decoder.end();
+          else decoder.push(value);
+          const chunks = writer.take();
+          for (const chunk of chunks) controller.enqueue(chunk);
+          if (done) return controller.close();
+          if (chunks.length > 0) return;
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function flag(query: URLSearchParams, name: string): boolean | undefined {
+  const value = query.get(name);
+  if (value === null) return undefined;
+  if (value === 'true' || value === '') return true;
+  if (value === 'false') return false;
+  throw invalid(`Parameter ${name} must be true or false, got ${JSON.stringify(value)}`);
+}
+
+function acceptsGzip(header: string | undefined): boolean {
+  if (!header) return false;
+  return header.split(',').some((part) => {
+    const [coding, ...rest] = part.trim().toLowerCase().split(';');
+    const q = rest.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    return coding === 'gzip' && (q === undefined || Number(q.slice(2)) > 0);
+  });
+}
+
+const INSTANT = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+/**
+ * `_since` as FHIR writes instants (SPEC §5), also a date or a partial dateTime, read as UTC when
+ * it names no zone. A `+` of an unencoded offset arrives as a space (form encoding): put it back.
+ * Returns `YYYY-MM-DDThh:mm:ss[.f]±zone`, safe to inline in SQL.
+ */
+export function normaliseInstant(raw: string): string {
+  const text = raw.trim().replace(/ (\d{2}:\d{2})$/, '+$1');
+  const m = INSTANT.exec(text);
+  const bad = () => invalid(`Parameter _since must be an instant like 2024-01-31T12:00:00Z, got ${JSON.stringify(raw)}`);
+  if (!m) throw bad();
+  const [, y, mo = '01', d = '01', h = '00', mi = '00', s = '00', frac = '', zone = 'Z'] = m;
+  const date = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)));
+  const valid = date.getUTCFullYear() === Number(y) && date.getUTCMonth() === Number(mo) - 1 && date.getUTCDate() === Number(d)
+    && date.getUTCHours() === Number(h) && date.getUTCMinutes() === Number(mi) && date.getUTCSeconds() === Number(s);
+  const zoneOk = zone === 'Z' || (Number(zone.slice(1, 3)) <= 14 && Number(zone.slice(4)) < 60);
+  if (!valid || !zoneOk) throw bad();
+  return `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone}`;
+}
