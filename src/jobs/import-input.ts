@@ -5,11 +5,12 @@
  * new checkpoint (STYLE §8). A crash loses at most the uncommitted batch, and replaying it is an
  * upsert by id, so the tables end with exactly the input's resources.
  */
+import crypto from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Sql } from '../storage/db.ts';
 import type { InputRow } from '../storage/import-sessions.ts';
-import { claimInput, gateBatch, recordBatch, type Gate } from '../storage/import-inputs.ts';
-import { copyIntoStaging, createStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
+import { claimInput, emptyStaging, gateBatch, recordBatch, type Gate } from '../storage/import-inputs.ts';
+import { copyIntoStaging, createStaging, dropStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
@@ -61,14 +62,38 @@ export async function runInput(job: InputJob): Promise<InputOutcome> {
     maxLineBytes: job.config.maxLineBytes,
     skipLines: input.checkpoint,
   });
-  const writer = new BatchWriter(job, source.bytesTotal);
-  const interrupted = await pump(job, batches, writer, () => rawBytes);
-  // Never return with a transaction in flight: the runner may release the session or close the pool.
-  await writer.settle();
-  if (writer.error !== undefined) return writer.outcome();
-  if (signal.aborted) return { kind: 'stopped' };
-  return interrupted ?? writer.outcome();
+  const table = stagingName(sessionId, input.idx);
+  try {
+    await createStaging(sql, { temporary: false, name: table });
+  } catch (error) {
+    await batches.return(undefined);
+    return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
+  }
+  const writer = new BatchWriter(job, table, source.bytesTotal);
+  try {
+    const interrupted = await pump(job, batches, writer, () => rawBytes);
+    // Never return with a transaction in flight: the runner may release the session or close the pool.
+    await writer.settle();
+    if (writer.error !== undefined) return writer.outcome();
+    if (signal.aborted) return { kind: 'stopped' };
+    return interrupted ?? writer.outcome();
+  } finally {
+    await dropStaging(sql, table).catch(() => {});
+  }
 }
+
+/**
+ * One unlogged staging table per running input, emptied by each batch (in its transaction) and
+ * dropped when the input stops. Measured against a temporary table per batch on 100,000 Synthea
+ * Encounters (157 MB, batches of 5,000): temporary tables live in 8 MB of temp_buffers and spill
+ * to disk at this batch size; the unlogged table uses shared buffers and came out faster.
+ * The name is stable per input, so a table left by a crash is replaced when the input resumes.
+ */
+export function stagingName(sessionId: string, idx: number): string {
+  return `${STAGING_PREFIX}${crypto.createHash('md5').update(sessionId).digest('hex').slice(0, 16)}_${idx}`;
+}
+
+export const STAGING_PREFIX = '_fhirhose_import_';
 
 /** Feeds the lines to the writer in batches; an outcome when the source fails, else undefined. */
 async function pump(
@@ -109,7 +134,11 @@ class BatchWriter {
   private finished = false;
   error: unknown;
 
-  constructor(private readonly job: InputJob, private readonly bytesTotal: number | undefined) {
+  constructor(
+    private readonly job: InputJob,
+    private readonly table: string,
+    private readonly bytesTotal: number | undefined,
+  ) {
     this.checkpoint = job.input.checkpoint;
     this.errorsKept = job.input.errors.length;
   }
@@ -139,9 +168,9 @@ class BatchWriter {
       if (gate !== 'ok') return gate;
       let imported = 0;
       if (rows.length > 0) {
-        const table = await createStaging(tx, { temporary: true });
-        await copyIntoStaging(tx, table, rows);
-        const merged = await mergeStaging(tx, table, { update: job.update, method: 'copy', staged });
+        await emptyStaging(tx, this.table);
+        await copyIntoStaging(tx, this.table, rows);
+        const merged = await mergeStaging(tx, this.table, { update: job.update, method: 'copy', staged });
         for (const n of Object.values(merged.counts)) imported += n;
       }
       const now = performance.now();

@@ -7,10 +7,10 @@
 import type { Config } from '../config.ts';
 import type { Sql } from '../storage/db.ts';
 import { activeSessionIds } from '../storage/import-sessions.ts';
-import { runnableInputs } from '../storage/import-inputs.ts';
+import { dropOrphanStaging, runnableInputs } from '../storage/import-inputs.ts';
 import { sessionLocks } from '../storage/import-locks.ts';
 import type { SessionState } from '../operations/import-actions.ts';
-import { runInput, inputLabel, type InputOutcome } from './import-input.ts';
+import { runInput, inputLabel, stagingName, STAGING_PREFIX, type InputOutcome } from './import-input.ts';
 import { completeSession, failSession } from './import-finish.ts';
 
 export interface ImportRunner {
@@ -116,7 +116,11 @@ export function createImportRunner(deps: { sql: Sql; config: Config; log: (line:
 
   return {
     async start() {
-      for (const id of await activeSessionIds(sql)) {
+      const active = await activeSessionIds(sql);
+      const keep = new Set<string>();
+      for (const id of active) for (const { idx } of (await runnableInputs(sql, id)).inputs) keep.add(stagingName(id, idx));
+      await dropOrphanStaging(sql, STAGING_PREFIX, keep);
+      for (const id of active) {
         log(`import ${id}: resuming from its checkpoints`);
         spawn(id);
       }

@@ -2,7 +2,8 @@
  * The SQL of one `$import` input at work (SPEC §8): claim it, gate each batch on the session's
  * state and the input's checkpoint, record the batch's progress in the batch's own transaction.
  */
-import type { AnySql, TransactionSql } from './db.ts';
+import type { AnySql, Sql, TransactionSql } from './db.ts';
+import { ident } from './db.ts';
 import type { InputRow } from './import-sessions.ts';
 import { readSession } from './import-sessions.ts';
 
@@ -86,4 +87,25 @@ export async function parkInputs(tx: TransactionSql, id: string): Promise<void> 
 export async function allInputsDone(tx: TransactionSql, id: string): Promise<boolean> {
   const [row] = await tx`select count(*)::int as n from bulkimport_input where session_id = ${id} and status <> 'done'`;
   return row!.n === 0;
+}
+
+/** Empties an input's staging table inside the batch's transaction (a crash rolls it back too). */
+export async function emptyStaging(tx: TransactionSql, table: string): Promise<void> {
+  await tx.unsafe(`truncate ${ident(table)}`);
+}
+
+/**
+ * Staging tables named `<prefix>…` that no input of an active session will reuse: left by inputs
+ * that crashed and never ran again (e.g. aborted before the restart). Dropped at start.
+ */
+export async function dropOrphanStaging(sql: Sql, prefix: string, keep: Set<string>): Promise<string[]> {
+  const rows = await sql`select relname from pg_class
+    where relkind = 'r' and relnamespace = current_schema()::regnamespace and starts_with(relname, ${prefix})`;
+  const dropped: string[] = [];
+  for (const { relname } of rows) {
+    if (keep.has(relname as string)) continue;
+    await sql.unsafe(`drop table if exists ${ident(relname as string)}`);
+    dropped.push(relname as string);
+  }
+  return dropped;
 }

@@ -55,6 +55,8 @@ test('a paused import writes nothing more; resumed, it ends with exactly the inp
   expect(done.inputs[0]).toMatchObject({ status: 'done', imported: 2000, linesRead: 2000, checkpoint: 2000, errorCount: 0 });
   const [row] = await server.sql`select count(*)::int as n from patient where id like 'slow-%' and resource->'name'->0->>'family' = 'Family' || substr(id, 6)`;
   expect(row!.n).toBe(2000);
+  const [staging] = await server.sql`select count(*)::int as n from pg_class where relname like '\_fhirhose\_import\_%'`;
+  expect(staging!.n).toBe(0);
 });
 
 /**
