@@ -39,15 +39,18 @@ export async function copyOut(sql: Sql, statement: string): Promise<ReadableStre
   let failure: unknown;
   let finished = false;
   let released = false;
-  const settle = () => {
+  const settle = (err?: unknown) => {
     if (released) return;
     released = true;
     resumeSocket(node);
-    conn.release();
+    // A connection that died is already back in postgres.js's closed list; releasing it would move
+    // it to the open list with no socket, and the next query on it throws inside postgres.js
+    // (seen here: `null is not an object (evaluating 'socket.write')` after pg_terminate_backend).
+    if (!connectionLost(err)) conn.release();
   };
-  node.once('error', (err) => { failure = err; settle(); });
+  node.once('error', (err) => { failure = err; settle(err); });
   node.once('end', () => { finished = true; settle(); });
-  node.once('close', settle);
+  node.once('close', () => settle());
 
   return new ReadableStream<Uint8Array>(
     {
@@ -71,6 +74,12 @@ export async function copyOut(sql: Sql, statement: string): Promise<ReadableStre
     },
     { highWaterMark: 0 },
   );
+}
+
+function connectionLost(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, severity } = err as { code?: unknown; severity?: unknown };
+  return (typeof code === 'string' && code.startsWith('CONNECTION_')) || severity === 'FATAL' || severity === 'PANIC';
 }
 
 function nextEvent(node: Readable): Promise<void> {

@@ -1,0 +1,95 @@
+/**
+ * GET /<Type>/$dump as a stream (SPEC §5): backpressure from a slow client, a client that
+ * disconnects, a database failure mid-stream. Real sockets, real chunked responses.
+ */
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { dechunk, rawGet, running, within } from './dump-helpers.ts';
+
+let server: TestServer;
+const ROWS = 800;
+const COPY = 'copy (select id, txid, ts, resource from "observation"%';
+
+beforeAll(async () => {
+  server = await startTestServer();
+  // ~100 KB per line, 80 MB in all: far more than every buffer between PostgreSQL and the client
+  // (socket buffers, postgres.js's 1 MiB, Bun's), so a server that ignored backpressure would
+  // finish the COPY while the client is not reading.
+  await server.sql.unsafe(`insert into observation (id, txid, status, resource)
+    select 'o' || g, g, 'created', jsonb_build_object('status', 'final', 'note', jsonb_build_array(jsonb_build_object('text', repeat(md5(g::text), 3200))))
+    from generate_series(1, ${ROWS}) g`);
+}, 60_000);
+afterAll(async () => { await server.stop(); });
+
+async function poolServes(): Promise<void> {
+  const res = await server.request('/Observation/o7');
+  expect(res.status).toBe(200);
+  expect((await res.json()).id).toBe('o7');
+}
+
+test('a client that stops reading holds the COPY in ClientWrite, and then still gets every line', async () => {
+  const res = await rawGet(server.url, '/Observation/$dump');
+  expect(res.status).toBe(200);
+  res.socket.pause();
+  await Bun.sleep(1500);
+  const copies = await running(server.sql, COPY);
+  expect(copies.length).toBe(1);
+  expect(copies[0]!.wait_event).toBe('ClientWrite');
+  expect(res.received()).toBeLessThan(40 * 1024 * 1024); // of ~80 MB
+  res.socket.resume();
+  const { body, complete } = dechunk(await res.ended);
+  expect(complete).toBe(true);
+  const lines = body.toString('utf8').split('\n').filter(Boolean);
+  expect(lines.length).toBe(ROWS);
+  expect(JSON.parse(lines[0]!).resourceType).toBe('Observation');
+});
+
+test('a client that disconnects ends the COPY within a second and its connection returns to the pool', async () => {
+  // more disconnects than the pool has connections (12): a leaked connection would show
+  for (let i = 0; i < 14; i++) {
+    const res = await rawGet(server.url, '/Observation/$dump');
+    expect(res.status).toBe(200);
+    while (res.received() < 512 * 1024) await Bun.sleep(5);
+    res.socket.destroy();
+    const elapsed = await within(1000, async () => (await running(server.sql, COPY)).length === 0);
+    expect(elapsed).toBeGreaterThanOrEqual(0);
+  }
+  await poolServes();
+  const full = await rawGet(server.url, '/Observation/$dump');
+  const { body, complete } = dechunk(await full.ended);
+  expect(complete).toBe(true);
+  expect(body.toString('utf8').split('\n').filter(Boolean).length).toBe(ROWS);
+});
+
+test('a database failure mid-stream makes the client read reject: the body never ends cleanly', async () => {
+  const res = await server.request('/Observation/$dump', { headers: { 'accept-encoding': 'identity' } });
+  expect(res.status).toBe(200);
+  const reader = res.body!.getReader();
+  let received = 0;
+  while (received < 1024 * 1024) received += (await reader.read()).value?.length ?? 0;
+  const [copy] = await running(server.sql, COPY);
+  expect(copy).toBeDefined();
+  await server.sql`select pg_terminate_backend(${copy!.pid})`;
+  const drain = async () => {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return received;
+      received += value.length;
+    }
+  };
+  await expect(drain()).rejects.toThrow();
+  await poolServes();
+});
+
+test('the same failure seen on the wire: the terminating zero-size chunk never comes', async () => {
+  const res = await rawGet(server.url, '/Observation/$dump');
+  while (res.received() < 1024 * 1024) await Bun.sleep(5);
+  res.socket.pause();
+  const [copy] = await running(server.sql, COPY);
+  await server.sql`select pg_terminate_backend(${copy!.pid})`;
+  res.socket.resume();
+  const { body, complete } = dechunk(await res.ended);
+  expect(complete).toBe(false);
+  expect(body.toString('utf8').split('\n').filter(Boolean).length).toBeLessThan(ROWS);
+  await poolServes();
+});
