@@ -9,15 +9,12 @@ import crypto from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Sql } from '../storage/db.ts';
 import type { InputRow } from '../storage/import-sessions.ts';
-import { claimInput, emptyStaging, gateBatch, recordBatch, type Gate } from '../storage/import-inputs.ts';
-import { copyIntoStaging, createStaging, dropStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
+import { claimInput } from '../storage/import-inputs.ts';
+import { createStaging, dropStaging } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
-import { parseLine } from '../operations/ingest.ts';
-
-/** Errors kept per input with their line numbers; the count covers them all. */
-export const MAX_ERRORS = 100;
+import { BatchWriter } from './import-batch.ts';
 
 export interface InputJob {
   sql: Sql;
@@ -107,14 +104,10 @@ async function pump(
   writer: BatchWriter,
   bytesRead: () => number,
 ): Promise<InputOutcome | undefined> {
-  let pending: Line[] = [];
   try {
     for await (const batch of batches) {
       for (const line of batch.lines) {
-        pending.push(line);
-        if (pending.length < job.config.importBatchLines) continue;
-        if (!(await writer.write(pending, bytesRead(), false))) return undefined;
-        pending = [];
+        if (writer.add(line) && !(await writer.flush(bytesRead(), false))) return undefined;
       }
       if (job.signal.aborted) return undefined;
     }
@@ -122,92 +115,8 @@ async function pump(
     if (job.signal.aborted) return undefined;
     return failed(job.input, sourceError(shortName(job.input), error).message);
   }
-  if (!job.signal.aborted) await writer.write(pending, bytesRead(), true);
+  if (!job.signal.aborted) await writer.flush(bytesRead(), true);
   return undefined;
-}
-
-/**
- * Commits batches one at a time, but lets the next batch be read while the previous one commits:
- * the source and PostgreSQL work in parallel, and at most one transaction is in flight.
- */
-class BatchWriter {
-  private inflight: Promise<Gate> = Promise.resolve('ok');
-  private checkpoint: number;
-  private errorsKept: number;
-  private last = performance.now();
-  private gate: Gate = 'ok';
-  private finished = false;
-  error: unknown;
-
-  constructor(
-    private readonly job: InputJob,
-    private readonly table: string,
-    private readonly bytesTotal: number | undefined,
-  ) {
-    this.checkpoint = job.input.checkpoint;
-    this.errorsKept = job.input.errors.length;
-  }
-
-  /** Queues `lines`; false once a previous batch was refused or failed. */
-  async write(lines: Line[], bytesRead: number, done: boolean): Promise<boolean> {
-    if (!(await this.settle())) return false;
-    const { job } = this;
-    const rows: StagingRow[] = [];
-    const errors: { line: number; message: string }[] = [];
-    let errorCount = 0;
-    const staged: Record<string, number> = {};
-    for (const line of lines) {
-      const parsed = parseLine(line, { urlType: job.input.type ?? undefined, maxLineBytes: job.config.maxLineBytes });
-      if (parsed.ok) {
-        rows.push(parsed);
-        staged[parsed.type] = (staged[parsed.type] ?? 0) + 1;
-      } else {
-        errorCount++;
-        if (this.errorsKept + errors.length < MAX_ERRORS) errors.push({ line: parsed.line, message: parsed.message });
-      }
-    }
-    const from = this.checkpoint;
-    const checkpoint = lines.length > 0 ? lines[lines.length - 1]!.no : from;
-    this.inflight = job.sql.begin(async (tx) => {
-      const gate = await gateBatch(tx, job.sessionId, job.input.idx, from);
-      if (gate !== 'ok') return gate;
-      let imported = 0;
-      if (rows.length > 0) {
-        await emptyStaging(tx, this.table);
-        await copyIntoStaging(tx, this.table, rows);
-        const merged = await mergeStaging(tx, this.table, { update: job.update, method: 'copy', staged });
-        for (const n of Object.values(merged.counts)) imported += n;
-      }
-      const now = performance.now();
-      await recordBatch(tx, job.sessionId, job.input.idx, {
-        checkpoint, bytesRead, bytesTotal: this.bytesTotal ?? (done ? bytesRead : undefined),
-        imported, errorCount, errors, runMs: now - this.last, done,
-      });
-      this.last = now;
-      return 'ok';
-    });
-    this.checkpoint = checkpoint;
-    this.errorsKept += errors.length;
-    this.finished = done;
-    return true;
-  }
-
-  /** Waits for the batch in flight; false if it was refused (session not active) or failed. */
-  async settle(): Promise<boolean> {
-    try {
-      this.gate = await this.inflight;
-    } catch (error) {
-      this.error ??= error;
-      this.inflight = Promise.resolve('stopped');
-    }
-    return this.gate === 'ok' && this.error === undefined;
-  }
-
-  outcome(): InputOutcome {
-    if (this.error !== undefined) return this.job.signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error: this.error };
-    if (this.gate !== 'ok' || !this.finished) return { kind: 'stopped' };
-    return { kind: 'done' };
-  }
 }
 
 function failed(input: InputRow, message: string): InputOutcome {
