@@ -17,6 +17,7 @@ import { search } from './operations/search.ts';
 import { load } from './operations/load.ts';
 import { notFound } from './fhir/outcome.ts';
 import { dump, dumpParams } from './operations/dump.ts';
+import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 
 export interface AppDeps {
@@ -58,6 +59,11 @@ export function createApp(deps: AppDeps): Hono {
   });
   api.post('/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { signal: c.req.raw.signal })));
   api.post('/:type/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
+  api.post('/$dump-sql', async (c) => {
+    const request = dumpSqlRequest(await body(c), new URL(c.req.url).searchParams.get('_format'));
+    const { body: stream, headers } = await dumpSql(ctx, request);
+    return new Response(stream, { status: 200, headers });
+  });
   // before /:type/:id, which would take "$dump" for an id
   api.get('/:type/$dump', async (c) => {
     const params = dumpParams(new URL(c.req.url).searchParams, c.req.header('accept-encoding'));

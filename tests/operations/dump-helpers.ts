@@ -109,3 +109,44 @@ export function dechunk(raw: Buffer): { body: Buffer; complete: boolean } {
     pos = lineEnd + 2 + size + 2;
   }
 }
+
+/**
+ * A strict RFC 4180 reader (any one-character delimiter; LF or CRLF line ends). An unquoted empty
+ * field reads as null and `""` as the empty string, as PostgreSQL's COPY … CSV reads them.
+ */
+export function parseCsv(text: string, delimiter: string): (string | null)[][] {
+  const rows: (string | null)[][] = [];
+  let row: (string | null)[] = [];
+  let i = 0;
+  while (i < text.length) {
+    let value: string | null;
+    if (text[i] === '"') {
+      let end = i + 1;
+      value = '';
+      for (;;) {
+        const quote = text.indexOf('"', end);
+        if (quote < 0) throw new Error(`unterminated quoted field at ${i}`);
+        value += text.slice(end, quote);
+        if (text[quote + 1] === '"') { value += '"'; end = quote + 2; continue; }
+        i = quote + 1;
+        break;
+      }
+    } else {
+      let end = i;
+      while (end < text.length && text[end] !== delimiter && text[end] !== '\n' && text[end] !== '\r') {
+        if (text[end] === '"') throw new Error(`quote inside an unquoted field at ${end}`);
+        end++;
+      }
+      value = end === i ? null : text.slice(i, end);
+      i = end;
+    }
+    row.push(value);
+    if (text[i] === delimiter) { i++; continue; }
+    if (text[i] === '\r' && text[i + 1] === '\n') i++;
+    if (text[i] !== '\n' && i < text.length) throw new Error(`unexpected ${JSON.stringify(text[i])} after a field at ${i}`);
+    i++;
+    rows.push(row);
+    row = [];
+  }
+  return rows;
+}

@@ -1,0 +1,99 @@
+/**
+ * A user's SQL as a read-only cursor, for `POST /$dump-sql` (SPEC §6).
+ *
+ * Safety comes from PostgreSQL, not from inspecting the text:
+ * - `BEGIN READ ONLY`: anything that writes fails (INSERT/UPDATE/DELETE, nextval, FOR UPDATE …).
+ * - the query goes in as `DECLARE … CURSOR FOR <query>` in ONE extended-protocol Parse message.
+ *   The grammar only admits a SELECT/VALUES/TABLE/WITH-select there (so no COPY … TO PROGRAM, no
+ *   DDL), PostgreSQL refuses data-modifying WITH in a cursor, and Parse refuses more than one
+ *   statement, so `select 1) to stdout; commit; drop table patient; --` is a syntax error that
+ *   runs nothing. (postgres.js sends `unsafe()` without parameters over the simple protocol,
+ *   which would run every statement: `simple: false` is essential.)
+ * - `SET LOCAL statement_timeout` bounds every FETCH; the transaction is always rolled back, which
+ *   also undoes any `set_config(…, false)`; session advisory locks are released on the way out.
+ *
+ * Values come back as PostgreSQL's text output (postgres.js `raw()`), so formats can write
+ * exactly what the database holds.
+ */
+import type postgres from 'postgres';
+import type { Sql } from './db.ts';
+
+export interface CursorColumn {
+  name: string;
+  /** PostgreSQL type OID */
+  type: number;
+}
+
+/** One row: each column's text output bytes, or null. */
+export type RawRow = (Buffer | null)[];
+
+export interface SqlCursor {
+  columns: CursorColumn[];
+  /** The next rows, up to about 1 MB of them; an empty array once the query is exhausted. */
+  next(): Promise<RawRow[]>;
+  /** Cancels a running FETCH, rolls back, releases the connection. Idempotent. */
+  close(): Promise<void>;
+}
+
+const CURSOR = 'fhirhose_dump_sql';
+/** Extended protocol for a parameterless `unsafe()`: honoured by postgres.js 3.4.9, not in its types. */
+const ONE_STATEMENT = { simple: false } as unknown as postgres.UnsafeQueryOptions;
+const TARGET_BATCH_BYTES = 1 << 20;
+
+/** Declares the cursor and fetches the first rows, so any error of the query surfaces here. */
+export async function openReadOnlyCursor(sql: Sql, query: string, options: { timeoutMs: number }): Promise<{ cursor: SqlCursor; first: RawRow[] }> {
+  const conn = await sql.reserve();
+  let closed = false;
+  let inFlight: Promise<unknown> | undefined;
+  let pid = 0;
+  let batch = 100; // rows per FETCH: few at first (a fast first byte), then sized to ~1 MB
+  let exhausted = false;
+
+  async function close(): Promise<void> {
+    if (closed) return;
+    closed = true;
+    // Only a running FETCH is cancelled (the reserved connection guarantees it is ours).
+    if (inFlight && pid) await sql`select pg_cancel_backend(${pid})`.catch(() => {});
+    await inFlight?.catch(() => {});
+    try {
+      await conn.unsafe('rollback').catch(() => conn.unsafe('rollback')); // a late cancel may hit the first
+      await conn.unsafe('select pg_advisory_unlock_all()');
+      conn.release();
+    } catch {
+      // the connection died: postgres.js has it in its closed list already (see copy-out.ts)
+    }
+  }
+
+  async function fetch(): Promise<{ rows: RawRow[]; columns: CursorColumn[] }> {
+    const step = conn.unsafe(`fetch forward ${batch} from ${CURSOR}`, [], ONE_STATEMENT).raw();
+    inFlight = step;
+    const result = await step.finally(() => { inFlight = undefined; });
+    const rows = result as unknown as RawRow[];
+    if (rows.length < batch) exhausted = true;
+    let bytes = 0;
+    for (const row of rows) for (const value of row) bytes += value === null ? 1 : value.length + 1;
+    if (rows.length > 0) batch = Math.max(100, Math.min(50_000, Math.round(TARGET_BATCH_BYTES / Math.max(1, bytes / rows.length))));
+    return { rows, columns: (result.columns ?? []).map((c) => ({ name: c.name, type: c.type })) };
+  }
+
+  try {
+    await conn.unsafe('begin transaction read only');
+    await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`);
+    const [me] = await conn`select pg_backend_pid() as pid`;
+    pid = Number(me!.pid);
+    await conn.unsafe(`declare ${CURSOR} no scroll cursor for ${query}`, [], ONE_STATEMENT);
+    const first = await fetch();
+    const cursor: SqlCursor = {
+      columns: first.columns,
+      async next() {
+        if (closed || exhausted) return [];
+        return (await fetch()).rows;
+      },
+      close,
+    };
+    return { cursor, first: first.rows };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
