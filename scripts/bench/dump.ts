@@ -1,0 +1,108 @@
+/**
+ * Export half of `npm run bench` (SPEC §9): `GET /Patient/$dump` over HTTP against raw
+ * `COPY (select resource from patient) TO STDOUT` through postgres.js, on the same rows of the same
+ * PostgreSQL, alternating round by round so that both see the same machine load. Both sides read
+ * every byte and count the lines. Then the server's peak RSS at 100k and at N rows, and the Aidbox
+ * demo (100,000 hand-inserted Patients through `$dump`, target under 1 s).
+ */
+import fs from 'node:fs';
+import { connect } from '../../src/storage/db.ts';
+import { fillPatients, fmt, median, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
+
+const NEWLINE = 0x0a;
+
+export async function run(env: BenchEnv): Promise<void> {
+  const { print } = env;
+  print('## Export: GET /Patient/$dump vs raw COPY');
+  print();
+  const small = Math.min(100_000, env.rows);
+  const sizes = env.rows > small ? [small, env.rows] : [small];
+  const peaks: string[] = [];
+  let filled = 0;
+  for (const rows of sizes) {
+    const seconds = await fillPatients(env.sql, rows, { from: filled });
+    filled = rows;
+    const [size] = await env.sql`select pg_size_pretty(pg_total_relation_size('patient')) as size,
+      (select avg(length(resource::text))::int from (select resource from patient limit 1000) s) as bytes`;
+    print(`${fmt(rows)} Synthea Patients in \`patient\` (${size!.size}; ~${size!.bytes} bytes of JSON each; filled by raw COPY in ${fmt(seconds, 1)} s)`);
+    print('```text');
+    print(`${'rows/s per round'.padEnd(34)} ${Array.from({ length: env.rounds }, (_, i) => `round ${i + 1}`.padStart(9)).join(' ')}`);
+    const raw: number[] = [];
+    const ours: number[] = [];
+    env.server.resetPeak();
+    for (let round = 0; round < env.rounds; round++) {
+      raw.push(await timed(async () => expectLines(await rawCopy(env.databaseUrl), rows, 'raw COPY')));
+      ours.push(await timed(async () => expectLines(await dumpOverHttp(env, '/Patient/$dump'), rows, '$dump')));
+    }
+    const peak = env.server.peakMb();
+    print(rateLine('raw COPY (select resource) → pg.js', rows, raw));
+    print(rateLine('GET /Patient/$dump over HTTP', rows, ours));
+    print(ratioLine('$dump / raw COPY', ours, raw, 0.9));
+    if (fs.existsSync('/usr/bin/psql')) {
+      const psql = await timed(() => psqlToDevNull(env.databaseUrl));
+      print(rateLine('(reference) psql COPY → /dev/null', rows, [psql]));
+    }
+    print(`server peak RSS during these $dumps: ${fmt(env.server.peakMb(), 0)} MB`);
+    print('```');
+    print();
+    peaks.push(`${fmt(rows)} rows: ${fmt(peak)} MB`);
+  }
+  print(`Server peak RSS while dumping — ${peaks.join(', ')} (target: under 300 MB, flat).`);
+  print();
+  await aidboxDemo(env);
+}
+
+/** SPEC §2's demo insert, then `$dump` of the 100,000 rows; the target is under one second. */
+async function aidboxDemo(env: BenchEnv): Promise<void> {
+  const { sql, print } = env;
+  await sql`truncate patient, patient_history`;
+  await sql.unsafe(`INSERT INTO patient (id, txid, status, resource) SELECT g.id, g.id, 'created', '{"name": [{"family": "John"}]}' FROM generate_series(1, 100000) AS g (id)`);
+  await sql`vacuum analyze patient`;
+  const times: number[] = [];
+  for (let round = 0; round < Math.max(3, env.rounds); round++) {
+    times.push(await timed(async () => expectLines(await dumpOverHttp(env, '/Patient/$dump'), 100_000, 'demo $dump')));
+  }
+  print('Aidbox demo: 100,000 rows from `INSERT … generate_series`, then `GET /Patient/$dump`');
+  print('```text');
+  print(`seconds per round: ${times.map((t) => fmt(t, 3)).join(', ')}; median ${fmt(median(times), 3)} s (target < 1 s) ${median(times) < 1 ? 'OK' : 'ABOVE TARGET'}`);
+  print('```');
+  print();
+}
+
+/** The baseline: raw COPY through postgres.js on a fresh connection, every byte read. */
+async function rawCopy(databaseUrl: string): Promise<number> {
+  const sql = connect(databaseUrl, { max: 1, applicationName: 'fhirhose-bench-raw' });
+  try {
+    const stream = await sql.unsafe('copy (select resource from patient) to stdout').readable();
+    let lines = 0;
+    for await (const chunk of stream) lines += countLines(chunk as Buffer);
+    return lines;
+  } finally {
+    // a fresh connection per round: postgres.js can leave a COPY's socket paused (copy-out.ts)
+    await sql.end({ timeout: 1 });
+  }
+}
+
+async function dumpOverHttp(env: BenchEnv, pathname: string): Promise<number> {
+  const res = await fetch(env.url + pathname, { headers: { authorization: env.auth, 'accept-encoding': 'identity' } });
+  if (res.status !== 200) throw new Error(`${pathname}: HTTP ${res.status} ${await res.text()}`);
+  let lines = 0;
+  for await (const chunk of res.body!) lines += countLines(chunk);
+  return lines;
+}
+
+function psqlToDevNull(databaseUrl: string): Promise<void> {
+  const child = Bun.spawn(['/usr/bin/psql', databaseUrl, '-Xqc', 'copy (select resource from patient) to stdout'], { stdout: 'ignore', stderr: 'inherit' });
+  return child.exited.then((code) => { if (code !== 0) throw new Error(`psql exited with ${code}`); });
+}
+
+function countLines(chunk: Uint8Array): number {
+  const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  let n = 0;
+  for (let i = buf.indexOf(NEWLINE); i >= 0; i = buf.indexOf(NEWLINE, i + 1)) n++;
+  return n;
+}
+
+function expectLines(lines: number, rows: number, what: string): void {
+  if (lines !== rows) throw new Error(`${what} gave ${lines} lines for ${rows} rows`);
+}
