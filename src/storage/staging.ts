@@ -28,7 +28,7 @@ export interface StagingRow {
 /** Marks staging tables, so a kept `temp_table` may be replaced by the next load but a real table never is. */
 const MARK = 'fhirhose staging table';
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-const FLUSH_BYTES = 1 << 20;
+const CHUNK_BYTES = 1 << 20;
 
 export function isPlainIdentifier(name: string): boolean {
   return IDENTIFIER.test(name);
@@ -83,29 +83,43 @@ export async function copyIntoStaging(
   let failure: unknown;
   writable.on('error', (err) => { failure ??= err; });
   let count = 0;
-  let chunk = '';
-  const flush = async () => {
+  let buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  let used = 0;
+  const flush = async (nextRowBytes: number) => {
     if (failure) throw failure;
-    const ok = writable.write(Buffer.from(chunk));
-    chunk = '';
+    const ok = used === 0 || writable.write(buffer.subarray(0, used));
+    // A new buffer each time: the Writable may keep the chunk queued until the socket takes it.
+    buffer = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, nextRowBytes));
+    used = 0;
     if (!ok) await drained(writable);
   };
-  // Synchronous per row; only a full chunk awaits (an await per row costs a microtask each).
-  const append = (row: StagingRow): boolean => {
-    const refs = row.refs === undefined ? '' : `{${row.refs.join(',')}}`;
-    chunk += `${row.line}\x02${row.type}\x02${row.id}\x02${row.json}\x02${refs}\n`;
+  // Encodes straight into the chunk, in three writes (ASCII prefix, JSON, suffix): building one
+  // string per chunk and converting it cost 3.7× more (672 vs 183 ms for 100 MB of Synthea
+  // Patients, Bun 1.4.5): the string is a rope that must be flattened, then encoded.
+  // Returns 0 when written, else the bytes the row needs (a flush must come first).
+  const append = (row: StagingRow): number => {
+    const prefix = `${row.line}\x02${row.type}\x02${row.id}\x02`;
+    const suffix = row.refs === undefined ? '\x02\n' : `\x02{${row.refs.join(',')}}\n`;
+    const worst = prefix.length + row.json.length * 3 + suffix.length;
+    if (used + worst > buffer.length) return worst;
+    used += buffer.write(prefix, used, 'latin1');
+    used += buffer.write(row.json, used, 'utf8');
+    used += buffer.write(suffix, used, 'latin1');
     count++;
-    return chunk.length >= FLUSH_BYTES;
+    return 0;
   };
   try {
     for await (const item of rows as AsyncIterable<StagingRow | StagingRow[]>) {
-      if (Array.isArray(item)) {
-        for (const row of item) if (append(row)) await flush();
-      } else if (append(item)) {
-        await flush();
+      // Synchronous per row; only a full chunk awaits (an await per row costs a microtask each).
+      for (const row of Array.isArray(item) ? item : [item]) {
+        const needed = append(row);
+        if (needed > 0) {
+          await flush(needed);
+          append(row);
+        }
       }
     }
-    if (chunk.length > 0) await flush();
+    await flush(0);
   } catch (err) {
     writable.destroy(err instanceof Error ? err : new Error(String(err)));
     await finished(writable).catch(() => {});

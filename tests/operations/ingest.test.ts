@@ -67,4 +67,19 @@ test('struct validation and reference collection when asked', () => {
     subject: { reference: 'Patient/p1' }, performer: [{ reference: 'Practitioner?identifier=x|1' }, { reference: 'urn:uuid:1' }],
   })), { struct: true, refs: true });
   expect(good).toMatchObject({ ok: true, refs: ['Patient/p1'] });
+}, 60_000); // the first validation compiles the R4 schema: 2-4 s, more on a busy machine
+
+test('meta follows toStored: versionId and lastUpdated dropped, an emptied or empty meta dropped, the merge object never mutated', () => {
+  const json = (text: string, merge?: Record<string, never>) => {
+    const parsed = parseLine(line(text), { merge });
+    return parsed.ok ? JSON.parse(parsed.json) : parsed.message;
+  };
+  expect(json('{"resourceType":"Patient","id":"a","meta":{"versionId":"1","lastUpdated":"2020-01-01T00:00:00Z"}}')).toEqual({});
+  expect(json('{"resourceType":"Patient","id":"a","meta":{}}')).toEqual({});
+  expect(json('{"resourceType":"Patient","id":"a","meta":"odd"}')).toEqual({});
+  expect(json('{"resourceType":"Patient","id":"a","meta":{"versionId":"1","tag":[{"code":"t"}]}}')).toEqual({ meta: { tag: [{ code: 't' }] } });
+  const merge = { meta: { versionId: '9', source: 'load' } } as never;
+  expect(json('{"resourceType":"Patient","id":"a"}', merge)).toEqual({ meta: { source: 'load' } });
+  expect(json('{"resourceType":"Patient","id":"b"}', merge)).toEqual({ meta: { source: 'load' } });
+  expect(merge).toEqual({ meta: { versionId: '9', source: 'load' } });
 });

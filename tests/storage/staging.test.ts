@@ -91,3 +91,24 @@ test('a named staging table is kept, replaced by the next load, and never replac
   expect(sql.begin((tx) => createStaging(tx, { name: 'patient', temporary: false }))).rejects.toThrow('already exists');
   expect(sql.begin((tx) => createStaging(tx, { name: 'x; drop table patient', temporary: false }))).rejects.toThrow('plain SQL identifier');
 });
+
+test('rows larger than a COPY chunk and non-ASCII text arrive byte for byte', async () => {
+  await sql`truncate patient`;
+  const big = 'ü€😀'.repeat(300_000) + 'x'.repeat(1_500_000);
+  const rows: StagingRow[] = [
+    row(1, 'small-before'),
+    { line: 2, type: 'Patient', id: 'big', json: JSON.stringify({ text: { div: big } }) },
+    { line: 3, type: 'Patient', id: 'accents', json: JSON.stringify({ name: [{ family: 'Müller-Łukasz', given: ['Zoë', '李'] }] }) },
+    row(4, 'small-after'),
+  ];
+  await sql.begin(async (tx) => {
+    const table = await createStaging(tx, { temporary: true });
+    expect(await copyIntoStaging(tx, table, rows)).toBe(4);
+    await mergeStaging(tx, table, { update: false, method: 'copy' });
+  });
+  const [bigRow] = await sql`select resource->'text'->>'div' as div from patient where id = 'big'`;
+  expect(bigRow!.div === big).toBe(true);
+  const [accents] = await sql`select resource from patient where id = 'accents'`;
+  expect(accents!.resource).toEqual({ name: [{ family: 'Müller-Łukasz', given: ['Zoë', '李'] }] });
+  expect((await sql`select count(*)::int as n from patient`)[0]!.n).toBe(4);
+});
