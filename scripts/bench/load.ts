@@ -1,0 +1,113 @@
+/**
+ * Load half of `npm run bench` (SPEC §9): `POST /Patient/$load` of one `.ndjson.gz` of Synthea
+ * Patients served over local HTTP, against the raw baseline on the same PostgreSQL in the same run:
+ * the same file already gunzipped in memory, sent with raw `COPY` into a temporary jsonb staging
+ * table, then one set-based upsert into `patient`. Rounds alternate so both see the same machine
+ * load. Sizes by source bytes: ~100 MB (timed rounds) and ~500 MB (once), for the peak-RSS target
+ * (under 300 MB, flat). CPU seconds of the server and of its PostgreSQL backends show which side
+ * limits the rate.
+ */
+import fs from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import type { Sql } from '../../src/storage/db.ts';
+import { fmt, median, patientLines, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
+
+const MB = 1_000_000;
+const SIZES_MB = [100, 500];
+const TICKS_PER_SECOND = 100; // Linux USER_HZ, the unit of /proc/<pid>/stat times
+
+export async function run(env: BenchEnv): Promise<void> {
+  const { print } = env;
+  print('## Load: POST /Patient/$load vs raw COPY + upsert');
+  print();
+  const sample = [...patientLines(200, 'x')];
+  const lineBytes = sample.reduce((n, l) => n + l.length + 1, 0) / sample.length;
+  const peaks: string[] = [];
+  for (const [index, sizeMb] of SIZES_MB.entries()) {
+    const rows = Math.min(env.rows, Math.round((sizeMb * MB) / lineBytes));
+    const plain = Buffer.from([...patientLines(rows, 'load-')].join('\n') + '\n');
+    const gz = gzipSync(plain, { level: 6 });
+    const source = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response(gz) });
+    const rounds = index === 0 ? env.rounds : 1;
+    try {
+      print(`${fmt(rows)} Synthea Patients: ${fmt(plain.length / MB)} MB of ndjson, ${fmt(gz.length / MB, 1)} MB gzipped`);
+      print('```text');
+      print(`${'resources/s per round'.padEnd(34)} ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(9)).join(' ')}`);
+      const raw: number[] = [];
+      const ours: number[] = [];
+      const cpu = { server: 0, backends: 0 };
+      env.server.resetPeak();
+      for (let round = 0; round < rounds; round++) {
+        await env.sql`truncate patient, patient_history`;
+        raw.push(await timed(() => rawLoad(env.sql, plain, rows)));
+        await env.sql`truncate patient, patient_history`;
+        const before = await cpuSeconds(env);
+        ours.push(await timed(() => loadOverHttp(env, `http://127.0.0.1:${source.port}/Patient.ndjson.gz`, rows)));
+        const after = await cpuSeconds(env);
+        cpu.server += after.server - before.server;
+        cpu.backends += after.backends - before.backends;
+      }
+      const peak = env.server.peakMb();
+      print(rateLine('raw COPY + upsert (gunzipped)', rows, raw));
+      print(rateLine('POST /Patient/$load over HTTP', rows, ours));
+      print(ratioLine('$load / raw', ours, raw, 0.8));
+      print(`$load CPU per round: server (Bun) ${fmt(cpu.server / rounds, 1)} s, its PostgreSQL backends ${fmt(cpu.backends / rounds, 1)} s, wall ${fmt(median(ours), 1)} s`);
+      print(`server peak RSS during these loads: ${fmt(peak)} MB`);
+      print('```');
+      print();
+      peaks.push(`${fmt(plain.length / MB)} MB source: ${fmt(peak)} MB`);
+    } finally {
+      source.stop(true);
+    }
+  }
+  print(`Server peak RSS while loading — ${peaks.join(', ')} (target: under 300 MB, flat).`);
+  print();
+}
+
+/** The baseline: raw bytes → COPY (no escaping needed with these CSV delimiters) → one upsert. */
+async function rawLoad(sql: Sql, plain: Buffer, rows: number): Promise<void> {
+  const loaded = await sql.begin(async (tx) => {
+    await tx.unsafe('create temp table raw_stage (r jsonb) on commit drop');
+    const stream = await tx.unsafe(`copy raw_stage from stdin with (format csv, delimiter e'\\x02', quote e'\\x01')`).writable();
+    for (let offset = 0; offset < plain.length; offset += MB) {
+      if (!stream.write(plain.subarray(offset, offset + MB))) await new Promise((r) => stream.once('drain', r));
+    }
+    await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    const result = await tx.unsafe(
+      `insert into patient (id, txid, resource_type, status, resource)
+       select r->>'id', nextval('transaction_id_seq'), 'Patient', 'created', r - 'id' - 'resourceType' from raw_stage
+       on conflict (id) do update set txid = excluded.txid, ts = now(), status = 'updated', resource = excluded.resource`,
+    );
+    return result.count;
+  });
+  if (loaded !== rows) throw new Error(`raw load wrote ${loaded} rows for ${rows}`);
+}
+
+async function loadOverHttp(env: BenchEnv, source: string, rows: number): Promise<void> {
+  const res = await fetch(`${env.url}/Patient/$load`, {
+    method: 'POST',
+    headers: { authorization: env.auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ source }),
+  });
+  const body = (await res.json()) as { total?: number };
+  if (res.status !== 200 || body.total !== rows) throw new Error(`$load: HTTP ${res.status} ${JSON.stringify(body)}`);
+}
+
+/** CPU seconds so far of the server process and of its PostgreSQL connections (application_name fhirhose). */
+async function cpuSeconds(env: BenchEnv): Promise<{ server: number; backends: number }> {
+  const pids = await env.sql`select pid from pg_stat_activity where application_name = 'fhirhose'`;
+  return {
+    server: processSeconds(env.server.pid),
+    backends: pids.reduce((n, r) => n + processSeconds(r.pid as number), 0),
+  };
+}
+
+function processSeconds(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+  } catch {
+    return 0; // not Linux, or the backend is gone
+  }
+}
