@@ -7,6 +7,7 @@
  * configuration as given (FHIRHOSE_IMPORT_BATCH_LINES, FHIRHOSE_IMPORT_CONCURRENCY defaults unless
  * set in the environment of `npm run bench`).
  */
+import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import type { Sql } from '../../src/storage/db.ts';
 import { fmt, median, patientLines, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
@@ -44,17 +45,26 @@ export async function run(env: BenchEnv): Promise<void> {
       print(`${'resources/s per round'.padEnd(34)} ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(9)).join(' ')}`);
       const raw: number[] = [];
       const ours: number[] = [];
+      const cpu = { raw: 0, server: 0, backends: 0 };
       env.server.resetPeak();
       for (let round = 0; round < rounds; round++) {
         await env.sql`truncate patient, patient_history`;
+        let before = await cpuSeconds(env);
         raw.push(await timed(() => rawLoad(env.sql, plain, rows)));
+        let after = await cpuSeconds(env);
+        cpu.raw += after.bench - before.bench;
         await env.sql`truncate patient, patient_history`;
+        before = await cpuSeconds(env);
         ours.push(await timed(() => importOverHttp(env, `bench-import-${Date.now()}-${++session}`, urls, rows)));
+        after = await cpuSeconds(env);
+        cpu.server += after.server - before.server;
+        cpu.backends += after.backends - before.backends;
       }
       const peak = env.server.peakMb();
       print(rateLine('raw COPY + upsert (gunzipped)', rows, raw));
       print(rateLine(`POST /$import, ${INPUTS} inputs over HTTP`, rows, ours));
       print(ratioLine('$import / raw', ours, raw, 0.8));
+      print(`CPU per round: raw COPY backend ${fmt(cpu.raw / rounds, 1)} s; $import server (Bun) ${fmt(cpu.server / rounds, 1)} s + its PostgreSQL backends ${fmt(cpu.backends / rounds, 1)} s`);
       print(`server peak RSS during these imports: ${fmt(peak)} MB (wall ${fmt(median(ours), 1)} s per import)`);
       print('```');
       print();
@@ -84,6 +94,23 @@ async function rawLoad(sql: Sql, plain: Buffer, rows: number): Promise<void> {
     return result.count;
   });
   if (loaded !== rows) throw new Error(`raw load wrote ${loaded} rows for ${rows}`);
+}
+
+/** CPU seconds so far: the server process, its PostgreSQL backends, and the bench's own backends. */
+async function cpuSeconds(env: BenchEnv): Promise<{ server: number; backends: number; bench: number }> {
+  const rows = await env.sql`select pid, application_name as app from pg_stat_activity where application_name in ('fhirhose', 'fhirhose-bench')`;
+  const sum = (app: string) => rows.filter((r) => r.app === app).reduce((n, r) => n + processSeconds(r.pid as number), 0);
+  return { server: processSeconds(env.server.pid), backends: sum('fhirhose'), bench: sum('fhirhose-bench') };
+}
+
+function processSeconds(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in Linux USER_HZ ticks
+  } catch {
+    return 0; // not Linux, or the backend is gone
+  }
 }
 
 /** Starts the session and waits for `done`; anything else is a failed benchmark. */
