@@ -155,3 +155,36 @@ test('several sessions run at the same time, each input in parallel', async () =
   const list = (await (await server.request('/BulkImportStatus')).json()) as Record<string, any>;
   expect(list.entry.map((e: { resource: { id: string } }) => e.resource.id)).toEqual(expect.arrayContaining(['multi-1', 'multi-2']));
 });
+
+test('update: true keeps the overwritten versions in history; without it, none are kept', async () => {
+  sources.set('/v1.ndjson', patients(30, 'hist'));
+  const v2 = patients(30, 'hist').replaceAll('"Given"', '"Changed"');
+  sources.set('/v2.ndjson', v2);
+  await startImport(server, { id: 'hist-1', inputs: [{ type: 'Patient', url: sources.url('/v1.ndjson') }] });
+  await waitFor(server, 'hist-1', (s) => s.status === 'done');
+  await startImport(server, { id: 'hist-2', update: false, inputs: [{ type: 'Patient', url: sources.url('/v1.ndjson') }] });
+  await waitFor(server, 'hist-2', (s) => s.status === 'done');
+  const [none] = await server.sql`select count(*)::int as n from patient_history where id like 'hist-%'`;
+  expect(none!.n).toBe(0);
+  await startImport(server, { id: 'hist-3', update: true, inputs: [{ type: 'Patient', url: sources.url('/v2.ndjson') }] });
+  expect((await waitFor(server, 'hist-3', (s) => s.status === 'done')).update).toBe(true);
+  const [kept] = await server.sql`select count(*)::int as n from patient_history where id like 'hist-%' and resource->'name'->0->'given'->>0 = 'Given'`;
+  expect(kept!.n).toBe(30);
+  const [now] = await server.sql`select count(*)::int as n from patient where id like 'hist-%' and resource->'name'->0->'given'->>0 = 'Changed'`;
+  expect(now!.n).toBe(30);
+});
+
+test('an input without a type takes each line\'s own resourceType', async () => {
+  const mixed = [
+    { resourceType: 'Patient', id: 'mixed-p' },
+    { resourceType: 'Observation', id: 'mixed-o', status: 'final', code: { text: 'x' } },
+    { id: 'mixed-none' },
+  ].map((r) => JSON.stringify(r)).join('\n');
+  sources.set('/mixed.ndjson', mixed);
+  await startImport(server, { id: 'mixed', inputs: [{ url: sources.url('/mixed.ndjson') }] });
+  const done = await waitFor(server, 'mixed', (s) => s.status === 'done');
+  expect(done.inputs[0].type).toBeUndefined();
+  expect(done.inputs[0]).toMatchObject({ imported: 2, errorCount: 1 });
+  expect(done.inputs[0].errors[0]).toMatchObject({ line: 3 });
+  expect(await count(server, 'observation')).toBeGreaterThanOrEqual(1);
+});
