@@ -149,3 +149,31 @@ test('unauthenticated $load is 401 and loads nothing', async () => {
   expect(res.status).toBe(401);
   expect((await server.sql`select count(*)::int as n from patient where id = 'new500'`)[0]!.n).toBe(0);
 });
+
+test('a client that disconnects mid-load cancels it: nothing is written and the source is let go', async () => {
+  const before = await snapshot(server.sql, TYPES);
+  let cancelled = false;
+  const trickle = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: () => new Response(new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        await Bun.sleep(20);
+        controller.enqueue(new TextEncoder().encode(ndjson(many(50, Math.floor(Math.random() * 1e6)))));
+      },
+      cancel() { cancelled = true; },
+    })),
+  });
+  try {
+    const client = new AbortController();
+    const pending = server.request('/$load', { method: 'POST', json: { source: `http://127.0.0.1:${trickle.port}/endless.ndjson` }, signal: client.signal });
+    await Bun.sleep(500);
+    client.abort();
+    await pending.catch(() => {});
+    for (let i = 0; i < 100 && !cancelled; i++) await Bun.sleep(50);
+    expect(cancelled).toBe(true);
+    expect(await snapshot(server.sql, TYPES)).toEqual(before);
+  } finally {
+    trickle.stop(true);
+  }
+});
