@@ -36,33 +36,61 @@ export function dumpParams(query: URLSearchParams, acceptEncoding: string | unde
 
 export async function dump(ctx: OperationContext, type: string, params: DumpParams): Promise<DumpResponse> {
   assertType(type);
-  const rows = await openDump(ctx.sql, { type, since: params.since });
-  const lines = ndjson(type, rows);
+  const parts = await openDump(ctx.sql, { type, since: params.since, poolSize: ctx.config.poolSize });
+  const lines = ndjson(type, parts, ctx.log);
   const headers: Record<string, string> = { 'Content-Type': 'application/ndjson', 'Cache-Control': 'no-store', Vary: 'Accept-Encoding' };
   if (!params.gzip) return { body: lines, headers };
   return { body: gzipStream(lines), headers: { ...headers, 'Content-Encoding': 'gzip' } };
 }
 
-/** COPY tuples → ndjson lines; one input chunk per pull, so the client's pace drives the COPY. */
-function ndjson(type: string, rows: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  const reader = rows.getReader();
+type Read = { done: boolean; value?: Uint8Array };
+
+/**
+ * COPY tuples → ndjson lines. Each part (one or two COPYs, see storage/dump.ts) has at most one
+ * read outstanding, and a pull returns as soon as some lines are ready, so the client's pace
+ * drives every COPY. A failing part cancels the others and errors the stream.
+ */
+function ndjson(type: string, streams: ReadableStream<Uint8Array>[], log: (line: string) => void): ReadableStream<Uint8Array> {
   const writer = lineWriter(type);
-  const decoder = copyBinaryDecoder(DUMP_FIELD_COUNT, writer.tuple);
+  const parts = streams.map((stream, index) => ({
+    index,
+    reader: stream.getReader(),
+    decoder: copyBinaryDecoder(DUMP_FIELD_COUNT, writer.tuple),
+    pending: undefined as Promise<{ index: number; result: Read }> | undefined,
+    done: false,
+  }));
+  const cancelAll = (reason: unknown) => Promise.all(parts.map((p) => (p.done ? undefined : p.reader.cancel(reason).catch(() => {}))));
+
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         for (;;) {
-          const { done, value } = await reader.read();
-          if (done) decoder.end();
-          else decoder.push(value);
+          const active = parts.filter((p) => !p.done);
+          if (active.length === 0) return controller.close();
+          for (const p of active) p.pending ??= p.reader.read().then((result) => ({ index: p.index, result }));
+          let next: { index: number; result: Read };
+          try {
+            next = await Promise.race(active.map((p) => p.pending!));
+          } catch (err) {
+            log(`GET /${type}/$dump aborted: ${(err as Error).message ?? String(err)}`);
+            await cancelAll(err);
+            throw err;
+          }
+          const part = parts[next.index]!;
+          part.pending = undefined;
+          if (next.result.done) {
+            part.done = true;
+            part.decoder.end();
+          } else {
+            part.decoder.push(next.result.value!);
+          }
           const chunks = writer.take();
           for (const chunk of chunks) controller.enqueue(chunk);
-          if (done) return controller.close();
           if (chunks.length > 0) return;
         }
       },
       cancel(reason) {
-        return reader.cancel(reason);
+        return cancelAll(reason).then(() => {});
       },
     },
     { highWaterMark: 0 },
