@@ -4,14 +4,14 @@
  *
  * Row format: CSV with QUOTE \x01 and DELIMITER \x02. JSON text can never contain a raw control
  * character (RFC 8259 §7), nor can a FHIR id, a type name or a `Type/id` reference, so no value
- * needs quoting or escaping: a row is a plain concatenation, which keeps Bun's per-line work at
- * one string append.
+ * needs quoting or escaping: a row is three plain writes into the COPY buffer.
  */
 import { finished } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
 import type { AnySql } from './db.ts';
 import { ident, pgCode } from './db.ts';
-import { historyTableOf, isKnownType, tableOf } from '../fhir/types.ts';
+import { mergeBatched, mergeSetBased } from './staging-merge.ts';
+import { isKnownType } from '../fhir/types.ts';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 
 /** What `copyIntoStaging` needs of a parsed line (`GoodLine` of operations/ingest.ts). */
@@ -58,7 +58,12 @@ export async function createStaging(tx: AnySql, options: { name?: string; tempor
     throw new OperationOutcomeError('conflict', `A table named "${name}" already exists and was not created by $load; choose another temp_table`);
   }
   if (existing) await tx.unsafe(`drop table ${ident(name)}`);
-  await tx.unsafe(`create unlogged table ${ident(name)} (${columns})`);
+  await tx.unsafe(`create unlogged table ${ident(name)} (${columns})`).catch((err: unknown) => {
+    // Another load created it and had not committed: we waited for it on the catalog's unique
+    // index, which then reports 23505 (pg_type_typname_nsp_index), or 42P07.
+    if (pgCode(err) !== '42P07' && pgCode(err) !== '23505') throw err;
+    throw new OperationOutcomeError('conflict', `temp_table "${name}" is being used by another load; try again or choose another name`);
+  });
   await tx.unsafe(`comment on table ${ident(name)} is '${MARK}'`);
   return name;
 }
@@ -166,8 +171,8 @@ export interface MergeResult {
 
 /**
  * Upserts the staging rows without `error` into the resource tables, inside the caller's
- * transaction. Each resource gets its own txid from
- * `transaction_id_seq`; new rows are `created`, overwritten ones `updated` (cts kept, ts = now()).
+ * transaction. Each resource gets its own txid from `transaction_id_seq`; new rows are `created`,
+ * overwritten ones `updated` (cts kept, ts = now()).
  */
 export async function mergeStaging(tx: AnySql, table: string, options: MergeOptions): Promise<MergeResult> {
   const staged = options.staged ?? (await stagedPerType(tx, table));
@@ -188,65 +193,4 @@ export async function mergeStaging(tx: AnySql, table: string, options: MergeOpti
 async function stagedPerType(tx: AnySql, table: string): Promise<Record<string, number>> {
   const rows = await tx.unsafe(`select type, count(*)::int as n from ${ident(table)} where error is null group by type order by type`);
   return Object.fromEntries(rows.map((r) => [r.type as string, r.n as number]));
-}
-
-// Versions of one id only grow (as in storage/resources.ts): rows inserted by hand may carry txids
-// above the sequence, so an overwritten row's next txid is at least its previous one + 1.
-const UPSERT_TAIL = `on conflict (id) do update set txid = greatest(excluded.txid, t.txid + 1), ts = now(),
-  resource_type = excluded.resource_type, status = 'updated', resource = excluded.resource`;
-
-// A version already in history (same id and txid) is already archived: nothing to add.
-function historySql(table: string, type: string, ids: string): string {
-  return `insert into ${ident(historyTableOf(type))} select t.* from ${ident(tableOf(type))} t where t.id in (${ids})
-    on conflict do nothing`;
-}
-
-/**
- * Optimistic: a source without duplicated ids (the usual case) is upserted straight from the
- * staging table, with no sort. A duplicate makes PostgreSQL refuse ("ON CONFLICT DO UPDATE command
- * cannot affect row a second time", SQLSTATE 21000); then the same is redone with
- * DISTINCT ON (id) … ORDER BY id, line DESC, so the last line wins.
- */
-async function mergeSetBased(tx: AnySql, table: string, type: string, update: boolean): Promise<number> {
-  const source = `${ident(table)} where type = $1 and error is null`;
-  const run = async (sql: AnySql, rows: string) => {
-    if (update) await sql.unsafe(historySql(table, type, `select id from ${source}`), [type]);
-    const result = await sql.unsafe(
-      `insert into ${ident(tableOf(type))} as t (id, txid, resource_type, status, resource)
-       select id, nextval('transaction_id_seq'), $1, 'created', resource from ${rows} ${UPSERT_TAIL}`,
-      [type],
-    );
-    return result.count;
-  };
-  // postgres.js fails the whole transaction on any failed query outside `savepoint()`.
-  if ('savepoint' in tx) {
-    try {
-      return await tx.savepoint((sp) => run(sp, source));
-    } catch (err) {
-      if (pgCode(err) !== '21000') throw err;
-    }
-  }
-  return run(tx, `(select distinct on (id) id, resource from ${source} order by id, line desc) as last_lines`);
-}
-
-/** `method: insert`: keyset batches over an index of the staging table, last line per id. */
-async function mergeBatched(tx: AnySql, table: string, type: string, options: { update: boolean; batchRows: number }): Promise<number> {
-  await tx.unsafe(`create index if not exists ${ident(`${table}_type_id_line`)} on ${ident(table)} (type, id, line desc)`);
-  const history = options.update ? `, moved as (${historySql(table, type, 'select id from batch')})` : '';
-  const statement = `with batch as (
-      select distinct on (id) id, resource from ${ident(table)}
-      where type = $1 and error is null and id > $2 order by id, line desc limit ${options.batchRows}
-    )${history}, written as (
-      insert into ${ident(tableOf(type))} as t (id, txid, resource_type, status, resource)
-      select id, nextval('transaction_id_seq'), $1, 'created', resource from batch ${UPSERT_TAIL} returning 1
-    )
-    select (select max(id) from batch) as last, (select count(*) from written)::int as n`;
-  let total = 0;
-  let after = '';
-  for (;;) {
-    const [row] = await tx.unsafe(statement, [type, after]);
-    if (!row || row.last === null) return total;
-    total += row.n as number;
-    after = row.last as string;
-  }
 }

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { Sql } from '../../src/storage/db.ts';
 
-type Entry = { body: Uint8Array } | { status: number };
+type Entry = { body: Uint8Array<ArrayBuffer> } | { status: number };
 
 export interface SourceServer {
   url(pathname: string): string;
@@ -47,7 +47,7 @@ export function serveSources(): SourceServer {
     url,
     put(pathname, body, options = {}) {
       const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body;
-      entries.set(pathname, { body: options.gzip ? gzipSync(bytes) : bytes });
+      entries.set(pathname, { body: new Uint8Array(options.gzip ? gzipSync(bytes) : bytes) });
       return url(pathname);
     },
     fail(pathname, status) {

@@ -1,5 +1,6 @@
 import { expect, test } from 'bun:test';
 import { parseLine, stripNulls } from '../../src/operations/ingest.ts';
+import type { Json } from '../../src/fhir/resource.ts';
 
 const line = (text: string, no = 7) => ({ no, text });
 
@@ -70,7 +71,7 @@ test('struct validation and reference collection when asked', () => {
 }, 60_000); // the first validation compiles the R4 schema: 2-4 s, more on a busy machine
 
 test('meta follows toStored: versionId and lastUpdated dropped, an emptied or empty meta dropped, the merge object never mutated', () => {
-  const json = (text: string, merge?: Record<string, never>) => {
+  const json = (text: string, merge?: Record<string, Json>) => {
     const parsed = parseLine(line(text), { merge });
     return parsed.ok ? JSON.parse(parsed.json) : parsed.message;
   };
@@ -78,7 +79,7 @@ test('meta follows toStored: versionId and lastUpdated dropped, an emptied or em
   expect(json('{"resourceType":"Patient","id":"a","meta":{}}')).toEqual({});
   expect(json('{"resourceType":"Patient","id":"a","meta":"odd"}')).toEqual({});
   expect(json('{"resourceType":"Patient","id":"a","meta":{"versionId":"1","tag":[{"code":"t"}]}}')).toEqual({ meta: { tag: [{ code: 't' }] } });
-  const merge = { meta: { versionId: '9', source: 'load' } } as never;
+  const merge: Record<string, Json> = { meta: { versionId: '9', source: 'load' } };
   expect(json('{"resourceType":"Patient","id":"a"}', merge)).toEqual({ meta: { source: 'load' } });
   expect(json('{"resourceType":"Patient","id":"b"}', merge)).toEqual({ meta: { source: 'load' } });
   expect(merge).toEqual({ meta: { versionId: '9', source: 'load' } });

@@ -130,6 +130,32 @@ test('temp_table keeps the named staging table for inspection and the next load 
   expect((await server.sql`select count(*)::int as n from patient`)[0]!.n).toBe(5);
 });
 
+test('two loads at once into the same temp_table: one loads, the other is 409, nothing is mixed', async () => {
+  let chunks = 0;
+  const slow = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: () => new Response(new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        await Bun.sleep(30);
+        if (chunks++ === 10) return controller.close();
+        controller.enqueue(new TextEncoder().encode(ndjson([{ resourceType: 'Patient', id: `slow${chunks}` }])));
+      },
+    })),
+  });
+  try {
+    const first = load({ source: `http://127.0.0.1:${slow.port}/slow.ndjson`, temp_table: '_shared_stage' });
+    await Bun.sleep(100);
+    const second = await load({ source: sources.put('/quick.ndjson', ndjson(patients(2))), temp_table: '_shared_stage' });
+    expect((await first).body).toEqual({ Patient: 10 });
+    expect(second.status).toBe(409);
+    expect(second.body.message).toContain('_shared_stage');
+    expect((await server.sql`select count(*)::int as n from _shared_stage`)[0]!.n).toBe(10);
+  } finally {
+    slow.stop(true);
+  }
+});
+
 test('malformed requests are 400 naming the field', async () => {
   const url = sources.put('/ok.ndjson', ndjson(patients(1)));
   const cases: [unknown, string][] = [
