@@ -50,7 +50,7 @@ export async function load(
     maxLineBytes: ctx.config.maxLineBytes,
   };
   const source = await openSource(request.source, { importRoot: ctx.config.importRoot, signal: options.signal });
-  const lines = new LineReader(source, lineOptions, ctx.config.maxLineBytes);
+  const lines = new LineReader(source, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, signal: options.signal });
   const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
 
   const result = await ctx.sql
@@ -69,6 +69,7 @@ export async function load(
         refErrors = checked.errors;
         refErrorCount = checked.errorCount;
       }
+      options.signal?.throwIfAborted(); // the client is gone: do not start the merge
       const merged = await mergeStaging(tx, table, { update: request.update, method: request.method, staged: lines.staged });
       if (validationId) {
         const total = Object.values(merged.counts).reduce((a, b) => a + b, 0);
@@ -118,12 +119,12 @@ class LineReader {
   constructor(
     private readonly source: Source,
     private readonly options: LineOptions,
-    private readonly maxLineBytes: number,
+    private readonly limits: { maxLineBytes: number; signal?: AbortSignal },
   ) {}
 
   async *rows(): AsyncGenerator<GoodLine[]> {
     this.started = true;
-    const batches = ndjsonLines(gunzipIfNeeded(this.source.stream), { maxLineBytes: this.maxLineBytes });
+    const batches = ndjsonLines(gunzipIfNeeded(this.source.stream), { maxLineBytes: this.limits.maxLineBytes });
     try {
       for (;;) {
         let next: IteratorResult<LineBatch>;
@@ -133,6 +134,8 @@ class LineReader {
           throw sourceError(this.source.name, err);
         }
         if (next.done) return;
+        // A file source does not see the client's disconnect through fetch: stop here too.
+        this.limits.signal?.throwIfAborted();
         yield this.parse(next.value.lines);
       }
     } finally {

@@ -177,3 +177,22 @@ test('a client that disconnects mid-load cancels it: nothing is written and the 
     trickle.stop(true);
   }
 });
+
+test('a client that disconnects during a file load cancels it too', async () => {
+  const file = path.join(server.importRoot, 'big.ndjson');
+  fs.writeFileSync(file, ndjson(many(600_000, 10_000_000))); // seconds of work, so the abort lands mid-COPY
+  const before = await snapshot(server.sql, TYPES);
+  await (await server.request('/metadata')).arrayBuffer();
+  const client = new AbortController();
+  const pending = server.request('/$load', { method: 'POST', json: { source: `file://${file}` }, signal: client.signal });
+  await Bun.sleep(300);
+  client.abort();
+  await pending.catch(() => {});
+  // The load's connection is released once the transaction is rolled back.
+  for (let i = 0; i < 100; i++) {
+    const [busy] = await server.sql`select count(*)::int as n from pg_stat_activity where application_name = 'fhirhose' and state <> 'idle' and pid <> pg_backend_pid()`;
+    if (busy!.n === 0) break;
+    await Bun.sleep(100);
+  }
+  expect(await snapshot(server.sql, TYPES)).toEqual(before);
+});
