@@ -198,3 +198,26 @@ export async function fillPatients(sql: Sql, n: number, options: { from?: number
     await sql`vacuum analyze patient`;
   });
 }
+
+/** CPU seconds (user + system) a process has used so far; 0 once it is gone. Linux only. */
+export function processCpuSeconds(pid: number): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds so far of the PostgreSQL backends whose application_name is `app`, by pid. */
+export async function backendCpuSeconds(sql: Sql, app: string): Promise<Map<number, number>> {
+  const rows = await sql`select pid from pg_stat_activity where application_name = ${app}`;
+  return new Map(rows.map((r) => [Number(r.pid), processCpuSeconds(Number(r.pid))]));
+}
+
+/** CPU seconds used between two backendCpuSeconds() maps (backends started in between count whole). */
+export function cpuBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, seconds] of after) total += seconds - (before.get(pid) ?? 0);
+  return total;
+}

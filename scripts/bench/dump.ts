@@ -8,7 +8,9 @@
  */
 import fs from 'node:fs';
 import { connect } from '../../src/storage/db.ts';
-import { fillPatients, fmt, median, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
+import {
+  backendCpuSeconds, cpuBetween, fillPatients, fmt, median, processCpuSeconds, rateLine, ratioLine, timed, type BenchEnv,
+} from './common.ts';
 
 const NEWLINE = 0x0a;
 
@@ -32,18 +34,34 @@ export async function run(env: BenchEnv): Promise<void> {
     const ours: number[] = [];
     if (rows === sizes[0]) {
       // one untimed round each first: both sides then run JIT-compiled code (server and bench)
-      expectLines(await rawCopy(env.databaseUrl), rows, 'raw COPY');
+      expectLines((await rawCopy(env.databaseUrl)).lines, rows, 'raw COPY');
       expectLines(await dumpOverHttp(env, '/Patient/$dump'), rows, '$dump');
     }
     env.server.resetPeak();
+    const cpu = { rawPg: 0, rawClient: 0, pg: 0, server: 0, client: 0 };
     for (let round = 0; round < env.rounds; round++) {
-      raw.push(await timed(async () => expectLines(await rawCopy(env.databaseUrl), rows, 'raw COPY')));
+      let client = process.cpuUsage();
+      raw.push(await timed(async () => {
+        const result = await rawCopy(env.databaseUrl);
+        expectLines(result.lines, rows, 'raw COPY');
+        cpu.rawPg += result.backendCpu;
+      }));
+      cpu.rawClient += cpuOf(process.cpuUsage(client));
+      const backends = await backendCpuSeconds(env.sql, 'fhirhose');
+      const server = processCpuSeconds(env.server.pid);
+      client = process.cpuUsage();
       ours.push(await timed(async () => expectLines(await dumpOverHttp(env, '/Patient/$dump'), rows, '$dump')));
+      cpu.client += cpuOf(process.cpuUsage(client));
+      cpu.server += processCpuSeconds(env.server.pid) - server;
+      cpu.pg += cpuBetween(backends, await backendCpuSeconds(env.sql, 'fhirhose'));
     }
     const peak = env.server.peakMb();
+    const perRound = (n: number) => fmt(n / env.rounds, 1);
     print(rateLine('raw COPY (select resource) → pg.js', rows, raw));
     print(rateLine('GET /Patient/$dump over HTTP', rows, ours));
     print(ratioLine('$dump / raw COPY', ours, raw, 0.9));
+    print(`CPU s per round: raw — PostgreSQL ${perRound(cpu.rawPg)}, bench client ${perRound(cpu.rawClient)}; ` +
+      `$dump — PostgreSQL ${perRound(cpu.pg)}, server ${perRound(cpu.server)}, bench client ${perRound(cpu.client)}`);
     if (fs.existsSync('/usr/bin/psql')) {
       const psql = await timed(() => psqlToDevNull(env.databaseUrl));
       print(rateLine('(reference) psql COPY → /dev/null', rows, [psql]));
@@ -75,14 +93,19 @@ async function aidboxDemo(env: BenchEnv): Promise<void> {
   print();
 }
 
+const cpuOf = (usage: NodeJS.CpuUsage) => (usage.user + usage.system) / 1e6;
+
 /** The baseline: raw COPY through postgres.js on a fresh connection, every byte read. */
-async function rawCopy(databaseUrl: string): Promise<number> {
+async function rawCopy(databaseUrl: string): Promise<{ lines: number; backendCpu: number }> {
   const sql = connect(databaseUrl, { max: 1, applicationName: 'fhirhose-bench-raw' });
   try {
+    const [me] = await sql`select pg_backend_pid() as pid`;
+    const pid = Number(me!.pid);
+    const before = processCpuSeconds(pid);
     const stream = await sql.unsafe('copy (select resource from patient) to stdout').readable();
     let lines = 0;
     for await (const chunk of stream) lines += countLines(chunk as Buffer);
-    return lines;
+    return { lines, backendCpu: processCpuSeconds(pid) - before };
   } finally {
     // a fresh connection per round: postgres.js can leave a COPY's socket paused (copy-out.ts)
     await sql.end({ timeout: 1 });

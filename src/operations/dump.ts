@@ -1,6 +1,6 @@
 /**
- * `GET /<Type>/$dump` (SPEC §5): every resource of a type as ndjson, streamed from one binary
- * `COPY` with backpressure, optionally gzipped. Everything that can fail with a status (unknown
+ * `GET /<Type>/$dump` (SPEC §5): every resource of a type as ndjson, streamed with backpressure
+ * from one binary `COPY` (two for a big table, see storage/dump.ts), optionally gzipped. Everything that can fail with a status (unknown
  * type 404, bad parameter 400, PostgreSQL refusing the COPY) fails before the body starts;
  * after that a failure errors the stream, which aborts the chunked response.
  */
