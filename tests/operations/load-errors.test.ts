@@ -196,3 +196,8 @@ test('a client that disconnects during a file load cancels it too', async () => 
   }
   expect(await snapshot(server.sql, TYPES)).toEqual(before);
 });
+
+test('no scratch staging table is left behind by loads that succeeded or failed', async () => {
+  const [left] = await server.sql`select count(*)::int as n from pg_class where relname like '\_fhirhose\_stage\_%'`;
+  expect(left!.n).toBe(0);
+});
