@@ -31,7 +31,7 @@ async function dumpLines(pathname: string): Promise<Record<string, unknown>[]> {
  */
 async function expected(type: string, id: string): Promise<Record<string, unknown>> {
   const [row] = await server.sql.unsafe(`select id, txid, ${LAST_UPDATED} as last_updated, resource_type,
-    case when jsonb_typeof(resource) = 'object' then resource else '{}' end as resource from ${type.toLowerCase()} where id = $1`, [id]);
+    case when jsonb_typeof(resource) = 'object' then resource else '{}' end as resource from "${type.toLowerCase()}" where id = $1`, [id]);
   const resource = fromRow(row as unknown as ResourceRow) as Record<string, unknown> & { meta: Record<string, unknown> };
   if (resource.meta.lastUpdated === null) delete resource.meta.lastUpdated;
   return resource;
@@ -120,6 +120,11 @@ describe('GET /<Type>/$dump content', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('application/ndjson');
     expect(await res.text()).toBe('');
+  });
+
+  test('a type whose table name is an SQL keyword ("group") dumps like any other', async () => {
+    await server.sql`insert into "group" (id, txid, status, resource) values ('g1', 1, 'created', '{"type": "person", "actual": true}')`;
+    expect(await dumpLines('/Group/$dump')).toEqual([await expected('Group', 'g1')]);
   });
 
   test('a large table arrives complete as a real chunked body', async () => {
