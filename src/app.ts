@@ -16,7 +16,7 @@ import {
 import { search } from './operations/search.ts';
 import { load } from './operations/load.ts';
 import { notFound } from './fhir/outcome.ts';
-import { dump, dumpParams } from './operations/dump.ts';
+import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 
@@ -66,8 +66,8 @@ export function createApp(deps: AppDeps): Hono {
   });
   // before /:type/:id, which would take "$dump" for an id
   api.get('/:type/$dump', async (c) => {
-    const params = dumpParams(new URL(c.req.url).searchParams, c.req.header('accept-encoding'));
-    const { body: stream, headers } = await dump(ctx, c.req.param('type'), params);
+    const request = { query: new URL(c.req.url).searchParams, acceptEncoding: c.req.header('accept-encoding') };
+    const { body: stream, headers } = await dump(ctx, c.req.param('type'), request);
     return new Response(stream, { status: 200, headers });
   });
   api.get('/BulkImportStatus', async (c) => {

@@ -23,8 +23,13 @@ export interface DumpResponse {
   headers: Record<string, string>;
 }
 
+export interface DumpRequest {
+  query: URLSearchParams;
+  acceptEncoding?: string;
+}
+
 /** Query parameters and `Accept-Encoding` → validated options; 400 on a bad value. */
-export function dumpParams(query: URLSearchParams, acceptEncoding: string | undefined): DumpParams {
+export function dumpParams({ query, acceptEncoding }: DumpRequest): DumpParams {
   const since = query.get('_since');
   const gzip = flag(query, 'gzip');
   flag(query, 'fhir'); // accepted: resources are stored in FHIR format already
@@ -34,8 +39,10 @@ export function dumpParams(query: URLSearchParams, acceptEncoding: string | unde
   };
 }
 
-export async function dump(ctx: OperationContext, type: string, params: DumpParams): Promise<DumpResponse> {
+/** Checks the type (404), then the parameters (400), then opens the COPY; all before any byte. */
+export async function dump(ctx: OperationContext, type: string, request: DumpRequest): Promise<DumpResponse> {
   assertType(type);
+  const params = dumpParams(request);
   const parts = await openDump(ctx.sql, { type, since: params.since, poolSize: ctx.config.poolSize });
   const lines = ndjson(type, parts, ctx.log);
   const headers: Record<string, string> = { 'Content-Type': 'application/ndjson', 'Cache-Control': 'no-store', Vary: 'Accept-Encoding' };

@@ -1,8 +1,9 @@
 /**
  * The one bridge between postgres.js `COPY … TO STDOUT` (a Node `Readable`) and web streams
  * (STYLE §7). Everything above this module sees a pull-based `ReadableStream<Uint8Array>`:
- * - `pull()` takes whatever the Node stream has buffered, so the client's pace drives the socket: postgres.js pauses the socket when its buffer is full and
- *   resumes it when we read, and PostgreSQL waits in ClientWrite meanwhile (SPEC §5).
+ * - `pull()` takes whatever the Node stream has buffered, so the client's pace drives the socket:
+ *   postgres.js pauses the socket when its buffer is full and resumes it when we read, and
+ *   PostgreSQL waits in ClientWrite meanwhile (SPEC §5).
  * - `cancel()` (client gone) cancels the backend's statement and drains what is still in flight,
  *   so the backend sees the cancel and the connection returns to the pool (SPEC §5: within 1 s).
  * - a database failure mid-stream errors the web stream, so the HTTP body is aborted.
@@ -12,7 +13,7 @@ import type { Sql } from './db.ts';
 
 /**
  * Bigger than postgres.js's default of 16 KiB (a socket pause/resume every ~5 Synthea Patients);
- * 1 MiB keeps memory flat (one buffer per dump) and lets one `read()` take hundreds of rows.
+ * 1 MiB keeps memory flat (one or two buffers per dump) and lets one pull take hundreds of rows.
  */
 const BUFFER_BYTES = 1 << 20;
 

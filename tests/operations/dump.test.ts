@@ -171,10 +171,12 @@ describe('GET /<Type>/$dump parameters', () => {
     }
   });
 
-  test('unknown type is 404 before any body', async () => {
-    const res = await server.request('/Unicorn/$dump', identity);
-    expect(res.status).toBe(404);
-    expect((await res.json()).message).toContain('Unicorn');
+  test('unknown type is 404 before any body, even with bad parameters', async () => {
+    for (const query of ['', '?_since=bad']) {
+      const res = await server.request(`/Unicorn/$dump${query}`, identity);
+      expect(res.status).toBe(404);
+      expect((await res.json()).message).toContain('Unicorn');
+    }
   });
 
   test('gzip=true and Accept-Encoding: gzip give Content-Encoding: gzip; gzip=false wins over the header', async () => {
