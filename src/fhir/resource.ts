@@ -41,7 +41,8 @@ export interface ResourceRow {
 
 /** Complete FHIR JSON from a row; works for rows inserted by hand with SQL (SPEC §2). */
 export function fromRow(row: ResourceRow): Resource {
-  const { id: _id, resourceType: _type, meta, ...rest } = row.resource ?? {};
+  // a hand-inserted `resource` that is not an object (a JSON string, an array) reads as {} as in $dump
+  const { id: _id, resourceType: _type, meta, ...rest } = isPlainObject(row.resource) ? row.resource : {};
   return {
     resourceType: row.resource_type,
     id: row.id,

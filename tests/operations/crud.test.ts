@@ -80,6 +80,15 @@ describe('CRUD: happy', () => {
     const [h] = await server.sql`select count(*)::int as n, count(distinct txid)::int as v from patient_history where id = 'racy'`;
     expect(h).toEqual({ n: 11, v: 11 });
   });
+  test('hand-inserted rows whose resource is not an object read as an empty resource, as $dump does', async () => {
+    await server.sql.unsafe(`insert into patient (id, txid, status, resource) values ('as-string', 1, 'created', '"text"'), ('as-array', 2, 'created', '[1, 2]')`);
+    for (const id of ['as-string', 'as-array']) {
+      const body = await json(await server.request(`/Patient/${id}`), 200);
+      expect(Object.keys(body).sort()).toEqual(['id', 'meta', 'resourceType']);
+      const dumped = (await (await server.request('/Patient/$dump')).text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      expect(dumped.find((r: { id: string }) => r.id === id)).toEqual(body);
+    }
+  });
 });
 
 describe('CRUD: errors', () => {
