@@ -2,14 +2,13 @@
  * Import part of `npm run bench` (SPEC §9): `POST /$import` of the same Synthea Patients as the
  * $load part, split over 4 gzipped inputs served over local HTTP, one session, timed from the
  * request to `done` (polling GET /BulkImportStatus every 50 ms). Baseline, in the same run and
- * alternating rounds: the same data gunzipped in memory, raw `COPY` into a temporary jsonb staging
- * table and one set-based upsert into `patient`, as in bench/load.ts. The server runs with its
+ * alternating rounds: the same baseline as bench/load.ts (bench/raw.ts): the data gunzipped in
+ * memory, raw `COPY` into an unlogged jsonb staging table and one set-based upsert into `patient`. The server runs with its
  * configuration as given (FHIRHOSE_IMPORT_BATCH_LINES, FHIRHOSE_IMPORT_CONCURRENCY defaults unless
  * set in the environment of `npm run bench`).
  */
-import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import type { Sql } from '../../src/storage/db.ts';
+import { cpuSeconds, rawLoad } from './raw.ts';
 import { fmt, median, patientLines, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
 
 const MB = 1_000_000;
@@ -50,7 +49,7 @@ export async function run(env: BenchEnv): Promise<void> {
       for (let round = 0; round < rounds; round++) {
         await env.sql`truncate patient, patient_history`;
         let before = await cpuSeconds(env);
-        raw.push(await timed(() => rawLoad(env.sql, plain, rows)));
+        raw.push(await timed(async () => { await rawLoad(env.sql, plain, rows); }));
         let after = await cpuSeconds(env);
         cpu.raw += after.bench - before.bench;
         await env.sql`truncate patient, patient_history`;
@@ -75,42 +74,6 @@ export async function run(env: BenchEnv): Promise<void> {
   }
   print(`Server peak RSS while importing — ${peaks.join(', ')} (target: under 300 MB, flat).`);
   print();
-}
-
-/** The baseline of bench/load.ts: raw bytes → COPY into a jsonb staging table → one upsert. */
-async function rawLoad(sql: Sql, plain: Buffer, rows: number): Promise<void> {
-  const loaded = await sql.begin(async (tx) => {
-    await tx.unsafe('create temp table raw_stage (r jsonb) on commit drop');
-    const stream = await tx.unsafe(`copy raw_stage from stdin with (format csv, delimiter e'\\x02', quote e'\\x01')`).writable();
-    for (let offset = 0; offset < plain.length; offset += MB) {
-      if (!stream.write(plain.subarray(offset, offset + MB))) await new Promise((r) => stream.once('drain', r));
-    }
-    await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
-    const result = await tx.unsafe(
-      `insert into patient (id, txid, resource_type, status, resource)
-       select r->>'id', nextval('transaction_id_seq'), 'Patient', 'created', r - 'id' - 'resourceType' from raw_stage
-       on conflict (id) do update set txid = excluded.txid, ts = now(), status = 'updated', resource = excluded.resource`,
-    );
-    return result.count;
-  });
-  if (loaded !== rows) throw new Error(`raw load wrote ${loaded} rows for ${rows}`);
-}
-
-/** CPU seconds so far: the server process, its PostgreSQL backends, and the bench's own backends. */
-async function cpuSeconds(env: BenchEnv): Promise<{ server: number; backends: number; bench: number }> {
-  const rows = await env.sql`select pid, application_name as app from pg_stat_activity where application_name in ('fhirhose', 'fhirhose-bench')`;
-  const sum = (app: string) => rows.filter((r) => r.app === app).reduce((n, r) => n + processSeconds(r.pid as number), 0);
-  return { server: processSeconds(env.server.pid), backends: sum('fhirhose'), bench: sum('fhirhose-bench') };
-}
-
-function processSeconds(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in Linux USER_HZ ticks
-  } catch {
-    return 0; // not Linux, or the backend is gone
-  }
 }
 
 /** Starts the session and waits for `done`; anything else is a failed benchmark. */

@@ -7,14 +7,12 @@
  * (under 300 MB, flat). CPU seconds of the server and of its PostgreSQL backends show which side
  * limits the rate.
  */
-import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import type { Sql } from '../../src/storage/db.ts';
+import { cpuSeconds, rawLoad } from './raw.ts';
 import { fmt, median, patientLines, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
 
 const MB = 1_000_000;
 const SIZES_MB = [100, 500];
-const TICKS_PER_SECOND = 100; // Linux USER_HZ, the unit of /proc/<pid>/stat times
 
 export async function run(env: BenchEnv): Promise<void> {
   const { print } = env;
@@ -67,35 +65,6 @@ export async function run(env: BenchEnv): Promise<void> {
   print();
 }
 
-/**
- * The baseline: raw bytes → COPY (no escaping needed with these CSV delimiters) → one upsert.
- * Returns the CPU seconds of its PostgreSQL backend.
- */
-async function rawLoad(sql: Sql, plain: Buffer, rows: number): Promise<number> {
-  let cpu = 0;
-  const loaded = await sql.begin(async (tx) => {
-    const [{ pid }] = (await tx`select pg_backend_pid() as pid`) as unknown as [{ pid: number }];
-    cpu = -processSeconds(pid);
-    // Unlogged, as $load's own staging: faster than a temporary table (8 MB temp_buffers spill).
-    await tx.unsafe('create unlogged table raw_stage (r jsonb)');
-    const stream = await tx.unsafe(`copy raw_stage from stdin with (format csv, delimiter e'\\x02', quote e'\\x01')`).writable();
-    for (let offset = 0; offset < plain.length; offset += MB) {
-      if (!stream.write(plain.subarray(offset, offset + MB))) await new Promise((r) => stream.once('drain', r));
-    }
-    await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
-    const result = await tx.unsafe(
-      `insert into patient (id, txid, resource_type, status, resource)
-       select r->>'id', nextval('transaction_id_seq'), 'Patient', 'created', r - 'id' - 'resourceType' from raw_stage
-       on conflict (id) do update set txid = excluded.txid, ts = now(), status = 'updated', resource = excluded.resource`,
-    );
-    await tx.unsafe('drop table raw_stage');
-    cpu += processSeconds(pid);
-    return result.count;
-  });
-  if (loaded !== rows) throw new Error(`raw load wrote ${loaded} rows for ${rows}`);
-  return cpu;
-}
-
 async function loadOverHttp(env: BenchEnv, source: string, rows: number): Promise<void> {
   const res = await fetch(`${env.url}/Patient/$load`, {
     method: 'POST',
@@ -104,23 +73,4 @@ async function loadOverHttp(env: BenchEnv, source: string, rows: number): Promis
   });
   const body = (await res.json()) as { total?: number };
   if (res.status !== 200 || body.total !== rows) throw new Error(`$load: HTTP ${res.status} ${JSON.stringify(body)}`);
-}
-
-/** CPU seconds so far of the server process and of its PostgreSQL connections (application_name fhirhose). */
-async function cpuSeconds(env: BenchEnv): Promise<{ server: number; backends: number }> {
-  const pids = await env.sql`select pid from pg_stat_activity where application_name = 'fhirhose'`;
-  return {
-    server: processSeconds(env.server.pid),
-    backends: pids.reduce((n, r) => n + processSeconds(r.pid as number), 0),
-  };
-}
-
-function processSeconds(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-  } catch {
-    return 0; // not Linux, or the backend is gone
-  }
 }
