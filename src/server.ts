@@ -7,6 +7,7 @@ import type { Config } from './config.ts';
 import { connect, type Sql } from './storage/db.ts';
 import { startEmbedded, type EmbeddedDatabase } from './storage/embedded.ts';
 import { migrate } from './storage/migrations.ts';
+import { inspectSqlReader } from './storage/sql-reader.ts';
 import { createAuth } from './auth/auth.ts';
 import { ensureRootClient } from './auth/root.ts';
 import { createApp } from './app.ts';
@@ -37,10 +38,14 @@ export async function startServer(config: Config, log = createLogger(config)): P
     log(`embedded PostgreSQL ready: psql ${databaseUrl}`);
   }
   const sql = connect(databaseUrl, { max: config.poolSize });
+  let sqlRole: string | undefined;
   try {
     const applied = await migrate(sql);
     if (applied.length) log(`applied migrations ${applied.join(', ')}`);
     await ensureRootClient(sql, config.rootSecret, log);
+    const reader = await inspectSqlReader(sql);
+    sqlRole = reader.role;
+    if (reader.warning) log(`warning: ${reader.warning}`);
   } catch (err) {
     await sql.end({ timeout: 1 });
     await embedded?.stop();
@@ -52,6 +57,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     sql,
     config,
     log,
+    sqlRole,
     changed(type) {
       if (type === 'Client' || type === 'AccessPolicy') auth.forget(type);
     },

@@ -8,4 +8,6 @@ export interface OperationContext {
   /** Called after a write to a type, so caches (auth) can forget. */
   changed(type: string): void;
   log(line: string): void;
+  /** The role `$dump-sql` queries run as (storage/sql-reader.ts); undefined: fhirhose's own. */
+  sqlRole?: string;
 }

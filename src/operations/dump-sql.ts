@@ -51,7 +51,7 @@ export interface DumpSqlResponse {
 export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): Promise<DumpSqlResponse> {
   let opened: { cursor: SqlCursor; first: RawRow[] };
   try {
-    opened = await openReadOnlyCursor(ctx.sql, request.query, { timeoutMs: ctx.config.sqlTimeoutMs });
+    opened = await openReadOnlyCursor(ctx.sql, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });
   } catch (err) {
     throw queryError(err);
   }

@@ -5,6 +5,7 @@
 import type { Sql } from './db.ts';
 import { ident } from './db.ts';
 import { ALL_TYPES, tableOf, historyTableOf } from '../fhir/types.ts';
+import { createReaderSql, grantReaderSql } from './sql-reader.ts';
 
 interface Migration {
   version: number;
@@ -63,6 +64,12 @@ create table if not exists bulkimport_secret (
   hash text not null
 );`,
   },
+  {
+    // $dump-sql (SPEC §6) runs user SQL as this role, not as fhirhose's own: see sql-reader.ts.
+    version: 3,
+    name: 'dump-sql reader role',
+    sql: createReaderSql,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {
@@ -77,6 +84,8 @@ export async function migrate(sql: Sql): Promise<number[]> {
       await tx`insert into _migrations (version, name) values (${m.version}, ${m.name})`;
       applied.push(m.version);
     }
+    // every start, not once: a resource table added by a later migration becomes readable too
+    await tx.unsafe(grantReaderSql());
   });
   return applied;
 }

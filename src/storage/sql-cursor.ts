@@ -9,6 +9,8 @@
  *   statement, so `select 1) to stdout; commit; drop table patient; --` is a syntax error that
  *   runs nothing. (postgres.js sends `unsafe()` without parameters over the simple protocol,
  *   which would run every statement: `simple: false` is essential.)
+ * - `SET LOCAL ROLE fhirhose_sql` when the server has that role (sql-reader.ts): the query may
+ *   read resource tables and nothing else, and call no superuser-only function.
  * - `SET LOCAL statement_timeout` bounds every FETCH; the transaction is always rolled back, which
  *   also undoes any `set_config(…, false)`; session advisory locks are released on the way out.
  *
@@ -16,7 +18,7 @@
  * exactly what the database holds.
  */
 import type postgres from 'postgres';
-import type { Sql } from './db.ts';
+import { ident, type Sql } from './db.ts';
 
 export interface CursorColumn {
   name: string;
@@ -41,7 +43,7 @@ const ONE_STATEMENT = { simple: false } as unknown as postgres.UnsafeQueryOption
 const TARGET_BATCH_BYTES = 1 << 20;
 
 /** Declares the cursor and fetches the first rows, so any error of the query surfaces here. */
-export async function openReadOnlyCursor(sql: Sql, query: string, options: { timeoutMs: number }): Promise<{ cursor: SqlCursor; first: RawRow[] }> {
+export async function openReadOnlyCursor(sql: Sql, query: string, options: { timeoutMs: number; role?: string }): Promise<{ cursor: SqlCursor; first: RawRow[] }> {
   const conn = await sql.reserve();
   let closed = false;
   let inFlight: Promise<unknown> | undefined;
@@ -78,6 +80,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
 
   try {
     await conn.unsafe('begin transaction read only');
+    if (options.role !== undefined) await conn.unsafe(`set local role ${ident(options.role)}`);
     await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`);
     const [me] = await conn`select pg_backend_pid() as pid`;
     pid = Number(me!.pid);

@@ -57,10 +57,16 @@ test('writes, DDL, smuggled statements, writing CTEs and sleeps past the timeout
 
 test('session state set by a query does not outlive it on the pooled connection', async () => {
   for (let i = 0; i < 15; i++) { // more than the pool: every connection gets one
-    const res = await dumpSql(`select set_config('statement_timeout', '1', false), pg_advisory_lock(7041991), set_config('search_path', 'nowhere', false)`);
+    const res = await dumpSql(`select pg_advisory_lock(7041991)`);
     expect(res.status).toBe(200);
     await res.text();
+    // set_config is revoked from PUBLIC (it could switch the role back: dump-sql-privileges.test.ts)
+    const denied = await dumpSql(`select set_config('statement_timeout', '1', false), set_config('search_path', 'nowhere', false)`);
+    expect(denied.status).toBe(400);
   }
+  // SET LOCAL ROLE fhirhose_sql ended with the transaction on every pooled connection
+  const roles = await Promise.all(Array.from({ length: 15 }, () => server.sql`select current_setting('role') as role`));
+  expect(new Set(roles.map(([r]) => r!.role))).toEqual(new Set(['none']));
   const [lock] = await server.sql`select pg_try_advisory_lock(7041991) as free`;
   expect(lock!.free).toBe(true);
   await server.sql`select pg_advisory_unlock(7041991)`;

@@ -20,7 +20,8 @@ const ROWS = `
 
 beforeAll(async () => {
   server = await startTestServer();
-  await server.sql.unsafe(`create table t (${SHAPE}); insert into t values ${ROWS}`);
+  // $dump-sql reads as fhirhose_sql, which may read resource tables only (dump-sql-privileges.test.ts)
+  await server.sql.unsafe(`create table t (${SHAPE}); insert into t values ${ROWS}; grant select on t to fhirhose_sql`);
 });
 afterAll(async () => { await server.stop(); });
 
