@@ -150,9 +150,10 @@ export function ratioLine(label: string, ours: number[], raw: number[], target: 
   return `${label.padEnd(34)} ${fmt(ratio, 2)}× (median time raw / median time fhirhose; target ≥ ${target}) ${ratio >= target ? 'OK' : 'BELOW TARGET'}`;
 }
 
-/** Sample Patients: the Synthea sample from /work/shared when present, else tests/fixtures. */
+/** Sample Patients: the Synthea sample from ../shared (or /work/shared) when present, else tests/fixtures. */
 export function samplePatients(): Record<string, unknown>[] {
   const candidates = [
+    path.join(ROOT, '../shared/data/synthea/sample-bulk-fhir-datasets/1000-patients/Patient.000.ndjson'),
     '/work/shared/data/synthea/sample-bulk-fhir-datasets/1000-patients/Patient.000.ndjson',
     path.join(ROOT, 'tests/fixtures/synthea/Patient.000.ndjson'),
   ];

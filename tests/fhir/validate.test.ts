@@ -2,9 +2,10 @@ import { beforeAll, describe, expect, test } from 'bun:test';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { literalReferences, validateStruct } from '../../src/fhir/validate.ts';
+import { sampleDataset } from '../helpers/shared.ts';
 
 const FIXTURES = join(import.meta.dir, '../fixtures/synthea');
-const SHARED = '/work/shared/data/synthea/sample-bulk-fhir-datasets';
+const SHARED = sampleDataset('');
 
 function resourcesOf(file: string): unknown[] {
   return readFileSync(file, 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line));

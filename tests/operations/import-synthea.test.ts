@@ -8,8 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { startImport, startSourceServer, waitFor, type SourceServer } from '../helpers/import-sources.ts';
+import { sampleDataset } from '../helpers/shared.ts';
 
-const DIR = path.resolve(import.meta.dir, '../../../shared/data/synthea/sample-bulk-fhir-datasets/10-patients');
+const DIR = sampleDataset('10-patients');
 const present = fs.existsSync(DIR) && fs.readdirSync(DIR).some((f) => f.endsWith('.ndjson'));
 
 let server: TestServer;

@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { serveSources, type SourceServer } from '../helpers/sources.ts';
+import { sampleDataset } from '../helpers/shared.ts';
 
-const DATA = '/work/shared/data/synthea/sample-bulk-fhir-datasets/10-patients';
+const DATA = sampleDataset('10-patients');
 const present = fs.existsSync(DATA);
 const files = present ? fs.readdirSync(DATA).filter((f) => f.endsWith('.ndjson')).sort() : [];
 

@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test';
 import { existsSync } from 'node:fs';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
 import { countBytes, ndjsonLines, type Line } from '../../src/streams/lines.ts';
+import { sampleDataset } from '../helpers/shared.ts';
 
 const encoder = new TextEncoder();
 
@@ -145,7 +146,7 @@ describe('ndjsonLines', () => {
     expect(cancelled).toBe(true);
   });
 
-  const synthea = '/work/shared/data/synthea/sample-bulk-fhir-datasets/10-patients/Patient.000.ndjson';
+  const synthea = sampleDataset('10-patients/Patient.000.ndjson');
   test.skipIf(!existsSync(synthea))('splits a real Synthea file into parseable resources', async () => {
     const file = Bun.file(synthea);
     const expected = (await file.text()).split('\n').filter((line) => line.trim() !== '');
