@@ -21,6 +21,7 @@ import { ndjsonLines, type Line, type LineBatch } from '../streams/lines.ts';
 import { copyIntoStaging, createStaging, dropStaging, mergeStaging } from '../storage/staging.ts';
 import { checkStagingRefs, type LineError } from '../storage/staging-check.ts';
 import { writeResource } from '../storage/resources.ts';
+import { cancelOnAbort, type TransactionSql } from '../storage/db.ts';
 
 /** SPEC §7: the response lists the first 100 bad lines. */
 export const ERROR_LIMIT = 100;
@@ -55,34 +56,48 @@ export async function load(
 
   const result = await ctx.sql
     .begin(async (tx) => {
-      // Unlogged rather than temporary, even when dropped before the commit: a temporary table
-      // lives in 8 MB of temp_buffers and spills, measured 15-20 % slower for COPY and merge.
-      const table = await createStaging(tx, { name: request.tempTable, temporary: false });
-      const scratch = request.tempTable === undefined && validationId === undefined;
-      await copyIntoStaging(tx, table, lines.rows());
-      if (lines.count === 0) {
-        throw new OperationOutcomeError('unprocessable', `Cannot load "${source.name}": the source is empty (no ndjson lines)`);
+      const stopCancelling = await cancelOnAbort(tx, ctx.sql, options.signal);
+      try {
+        return await loadInTransaction(tx);
+      } finally {
+        stopCancelling();
       }
-      let refErrors: LineError[] = [];
-      let refErrorCount = 0;
-      if (enable === 'on' && lineOptions.refs) {
-        const checked = await checkStagingRefs(tx, table, { limit: ERROR_LIMIT });
-        for (const [type, n] of Object.entries(checked.perType)) lines.staged[type] = (lines.staged[type] ?? 0) - n;
-        refErrors = checked.errors;
-        refErrorCount = checked.errorCount;
-      }
-      options.signal?.throwIfAborted(); // the client is gone: do not start the merge
-      const merged = await mergeStaging(tx, table, { update: request.update, method: request.method, staged: lines.staged });
-      if (validationId) {
-        const total = Object.values(merged.counts).reduce((a, b) => a + b, 0);
-        await writeResource(tx, 'OperationOutcome', validationId, runningOutcome(source.name, total, checks));
-      }
-      // `async` validates after the commit, so its staging table must outlive the transaction.
-      if (scratch) await dropStaging(tx, table);
-      const errors = [...lines.errors, ...refErrors].sort((a, b) => a.line - b.line).slice(0, ERROR_LIMIT);
-      return { table, merged, errors, errorCount: lines.errorCount + refErrorCount };
+    })
+    .catch((err) => {
+      if (options.signal?.aborted) throw new OperationOutcomeError('invalid', `The client disconnected; the load of "${source.name}" was rolled back`);
+      throw err;
     })
     .finally(() => lines.close());
+
+  async function loadInTransaction(tx: TransactionSql) {
+    // Unlogged rather than temporary, even when dropped before the commit: a temporary table
+    // lives in 8 MB of temp_buffers and spills, measured 15-20 % slower for COPY and merge.
+    const table = await createStaging(tx, { name: request.tempTable, temporary: false });
+    const scratch = request.tempTable === undefined && validationId === undefined;
+    await copyIntoStaging(tx, table, lines.rows());
+    if (lines.count === 0) {
+      throw new OperationOutcomeError('unprocessable', `Cannot load "${source.name}": the source is empty (no ndjson lines)`);
+    }
+    let refErrors: LineError[] = [];
+    let refErrorCount = 0;
+    if (enable === 'on' && lineOptions.refs) {
+      const checked = await checkStagingRefs(tx, table, { limit: ERROR_LIMIT });
+      for (const [type, n] of Object.entries(checked.perType)) lines.staged[type] = (lines.staged[type] ?? 0) - n;
+      refErrors = checked.errors;
+      refErrorCount = checked.errorCount;
+    }
+    options.signal?.throwIfAborted(); // the client is gone: do not start the merge
+    const merged = await mergeStaging(tx, table, { update: request.update, method: request.method, staged: lines.staged });
+    if (validationId) {
+      const total = Object.values(merged.counts).reduce((a, b) => a + b, 0);
+      await writeResource(tx, 'OperationOutcome', validationId, runningOutcome(source.name, total, checks));
+    }
+    options.signal?.throwIfAborted(); // gone during the merge, between two statements: roll back
+    // `async` validates after the commit, so its staging table must outlive the transaction.
+    if (scratch) await dropStaging(tx, table);
+    const errors = [...lines.errors, ...refErrors].sort((a, b) => a.line - b.line).slice(0, ERROR_LIMIT);
+    return { table, merged, errors, errorCount: lines.errorCount + refErrorCount };
+  }
 
   for (const type of Object.keys(result.merged.counts)) ctx.changed(type);
   if (validationId) {

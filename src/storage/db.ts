@@ -31,3 +31,16 @@ export function pgCode(err: unknown): string | undefined {
 export function pgMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * While `tx` runs, a client that goes away (`signal` aborts) cancels its current statement, so a
+ * long COPY or merge rolls back instead of committing for nobody. Returns the unregister function.
+ */
+export async function cancelOnAbort(tx: TransactionSql, pool: Sql, signal: AbortSignal | undefined): Promise<() => void> {
+  if (!signal) return () => {};
+  const [row] = await tx`select pg_backend_pid() as pid`;
+  const pid = Number(row!.pid);
+  const cancel = () => { pool`select pg_cancel_backend(${pid})`.catch(() => {}); };
+  signal.addEventListener('abort', cancel, { once: true });
+  return () => signal.removeEventListener('abort', cancel);
+}

@@ -178,14 +178,22 @@ test('a client that disconnects mid-load cancels it: nothing is written and the 
   }
 });
 
-test('a client that disconnects during a file load cancels it too', async () => {
+test('a client that disconnects during a file load cancels it too', { timeout: 60_000 }, async () => {
   const file = path.join(server.importRoot, 'big.ndjson');
-  fs.writeFileSync(file, ndjson(many(600_000, 10_000_000))); // seconds of work, so the abort lands mid-COPY
+  fs.writeFileSync(file, ndjson(many(1_500_000, 10_000_000))); // several seconds of COPY, so the abort lands inside it
   const before = await snapshot(server.sql, TYPES);
   await (await server.request('/metadata')).arrayBuffer();
   const client = new AbortController();
   const pending = server.request('/$load', { method: 'POST', json: { source: `file://${file}` }, signal: client.signal });
-  await Bun.sleep(300);
+  // Disconnect once the load is working in the database (its COPY or its merge): a fixed sleep
+  // raced the request's arrival on a loaded machine. Either way the transaction must roll back.
+  let working = false;
+  for (const until = Date.now() + 20_000; !working && Date.now() < until; ) {
+    const [row] = await server.sql`select count(*)::int as n from pg_stat_activity where application_name = 'fhirhose' and state = 'active' and (query ilike 'copy %' or query ilike 'insert %') and pid <> pg_backend_pid()`;
+    working = row!.n > 0;
+    if (!working) await Bun.sleep(25);
+  }
+  expect(working).toBe(true);
   client.abort();
   await pending.catch(() => {});
   // The load's connection is released once the transaction is rolled back.
