@@ -60,7 +60,7 @@ export async function load(
       try {
         return await loadInTransaction(tx);
       } finally {
-        stopCancelling();
+        await stopCancelling();
       }
     })
     .catch((err) => {

@@ -52,7 +52,13 @@ export async function reserveConnection(sql: Sql, begin?: string): Promise<Strea
 export function release(c: StreamConnection, err?: unknown): void {
   if (connectionLost(err)) return;
   if (!c.inTransaction) return c.conn.release();
-  c.conn.unsafe('rollback').then(() => c.conn.release(), (e: unknown) => release({ ...c, inTransaction: false }, e));
+  // A cancel that reached the backend just as its COPY ended can fail this ROLLBACK (57014) and
+  // leave the transaction open and aborted; released so, every later query on the connection
+  // failed with 25P02 (seen in CI). A signal is consumed once: the second ROLLBACK goes through.
+  const rollback = () => c.conn.unsafe('rollback');
+  rollback()
+    .catch((e: unknown) => (connectionLost(e) ? Promise.reject(e) : rollback()))
+    .then(() => c.conn.release(), (e: unknown) => release({ ...c, inTransaction: false }, e));
 }
 
 export interface CopyOutOptions {
@@ -87,11 +93,18 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
   let failure: unknown;
   let finished = false;
   let released = false;
+  /** The pg_cancel_backend of cancel(), while on its way. */
+  let cancelling: Promise<unknown> | undefined;
   const settle = (err?: unknown) => {
     if (released) return;
     released = true;
     resumeSocket(node);
-    release(c, err);
+    // Not back to the pool before a cancel sent for this COPY has reached the backend: a COPY that
+    // ended on its own meanwhile would otherwise take the signal into its ROLLBACK, or hand it to
+    // the next query on the connection. Once pg_cancel_backend returns, the backend has the signal
+    // and drops it when idle.
+    if (cancelling) void cancelling.then(() => release(c, err));
+    else release(c, err);
   };
   node.once('error', (err) => { failure = err; settle(err); });
   node.once('end', () => { finished = true; settle(); });
@@ -129,7 +142,8 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
         if (released) return;
         node.on('error', () => {});
         node.on('data', () => {}); // flowing: discard the rows already on their way
-        await sql`select pg_cancel_backend(${c.pid})`.catch(() => {});
+        cancelling = sql`select pg_cancel_backend(${c.pid})`.catch(() => {});
+        await cancelling;
       },
     },
     { highWaterMark: 0 },

@@ -34,13 +34,21 @@ export function pgMessage(err: unknown): string {
 
 /**
  * While `tx` runs, a client that goes away (`signal` aborts) cancels its current statement, so a
- * long COPY or merge rolls back instead of committing for nobody. Returns the unregister function.
+ * long COPY or merge rolls back instead of committing for nobody. Returns the unregister function;
+ * await it before the transaction ends: it waits for a cancel on its way, which could otherwise
+ * land on the COMMIT/ROLLBACK (leaving an aborted transaction on a pooled connection) or on the
+ * next query of whoever gets the connection. Once pg_cancel_backend has returned, the signal is
+ * with the backend: it cancels a running statement or, at an idle backend, is dropped.
  */
-export async function cancelOnAbort(tx: TransactionSql, pool: Sql, signal: AbortSignal | undefined): Promise<() => void> {
-  if (!signal) return () => {};
+export async function cancelOnAbort(tx: TransactionSql, pool: Sql, signal: AbortSignal | undefined): Promise<() => Promise<void>> {
+  if (!signal) return async () => {};
   const [row] = await tx`select pg_backend_pid() as pid`;
   const pid = Number(row!.pid);
-  const cancel = () => { pool`select pg_cancel_backend(${pid})`.catch(() => {}); };
+  let sent: Promise<unknown> | undefined;
+  const cancel = () => { sent = pool`select pg_cancel_backend(${pid})`.catch(() => {}); };
   signal.addEventListener('abort', cancel, { once: true });
-  return () => signal.removeEventListener('abort', cancel);
+  return async () => {
+    signal.removeEventListener('abort', cancel);
+    await sent;
+  };
 }
