@@ -9,6 +9,7 @@ import { dechunk, rawGet, running, within } from './dump-helpers.ts';
 let server: TestServer;
 const ROWS = 800;
 const COPY = 'copy (select id, txid, ts, resource from "observation"%';
+const ids = (body: Buffer) => body.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).id as string);
 
 beforeAll(async () => {
   server = await startTestServer();
@@ -107,8 +108,6 @@ describe('a table of 8 MB or more, read by two COPYs over halves of its pages', 
     expect(Number(size!.bytes)).toBeGreaterThan(50 << 20);
   }, 60_000);
 
-  const ids = (body: Buffer) => body.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).id as string);
-
   test('a disconnect ends both COPYs and a failure of one half aborts the response and ends the other', async () => {
     const gone = await rawGet(server.url, '/Encounter/$dump');
     while (gone.received() < 256 * 1024) await Bun.sleep(5);
@@ -147,4 +146,39 @@ describe('a table of 8 MB or more, read by two COPYs over halves of its pages', 
     const stale = body.toString('utf8').split('\n').filter(Boolean).filter((l) => JSON.parse(l).meta.versionId !== JSON.parse(l).id.slice(1));
     expect(stale.length).toBe(0);
   }, 30_000);
+});
+
+describe('clients that leave a split dump at any moment, even as its COPYs end by themselves', () => {
+  const ROWS_SMALL = 6_000;
+  beforeAll(async () => {
+    // ~1.5 KB per row: just over the 8 MB split threshold, so both COPYs can end on their own
+    // while a cancel for them is on its way (the race that left a pooled connection aborted)
+    await server.sql.unsafe(`insert into condition (id, txid, status, resource)
+      select 'c' || g, g, 'created', jsonb_build_object('clinicalStatus', jsonb_build_object('text', repeat(md5(g::text), 47))) from generate_series(1, ${ROWS_SMALL}) g`);
+    const [size] = await server.sql`select pg_relation_size('condition') as bytes`;
+    expect(Number(size!.bytes)).toBeGreaterThan(8 << 20);
+  }, 60_000);
+
+  test('leave every connection of the pool usable: none idle in a transaction, every query answers', async () => {
+    const total = (await server.sql`select count(*)::int as n from condition`)[0]!.n as number;
+    for (let i = 0; i < 30; i++) {
+      const res = await rawGet(server.url, '/Condition/$dump');
+      expect(res.status).toBe(200);
+      // from the first bytes to nearly all of them (~9.5 MB of lines)
+      const at = (i % 10) * 1024 * 1024;
+      while (res.received() < at && !res.socket.destroyed && !res.socket.readableEnded) await Bun.sleep(1);
+      res.socket.destroy();
+    }
+    const settled = await within(5000, async () => {
+      const [row] = await server.sql`select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and state like 'idle in transaction%'`;
+      return row!.n === 0;
+    });
+    expect(settled).toBeGreaterThanOrEqual(0);
+    // more requests at once than the pool has connections: each of them gets one in turn
+    const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => server.request(`/Condition/c${i + 1}`)));
+    expect(answers.map((r) => r.status)).toEqual(answers.map(() => 200));
+    const full = await rawGet(server.url, '/Condition/$dump');
+    expect(ids(dechunk(await full.ended).body).length).toBe(total);
+  }, 60_000);
 });

@@ -1,0 +1,60 @@
+/**
+ * The pool after a backend dies mid-query (pg_terminate_backend, as an operator or a failover
+ * does): the dead backend's error belongs to the query it killed, never to the next one. Needs
+ * patches/postgres.mjs (postgres.js 3.4.9 kept the FATAL and handed it to the first query on the
+ * reconnected connection: porsager/postgres#1223).
+ */
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { connect, type Sql } from '../../src/storage/db.ts';
+import { copyOut } from '../../src/storage/copy-out.ts';
+import { freshDatabase } from '../helpers/database.ts';
+
+let url: string;
+let admin: Sql;
+beforeAll(async () => {
+  url = await freshDatabase();
+  admin = connect(url, { max: 1 });
+});
+afterAll(async () => { await admin.end(); });
+
+/** pid of the one backend of `pool` that runs a statement like `like`, once it runs. */
+async function backendOf(like: string): Promise<number> {
+  for (;;) {
+    const rows = await admin`select pid from pg_stat_activity where query like ${like} and pid <> pg_backend_pid() and state = 'active'`;
+    if (rows.length > 0) return Number(rows[0]!.pid);
+    await Bun.sleep(10);
+  }
+}
+
+test('a query killed on a one-connection pool fails; the next query on the reconnected connection succeeds', async () => {
+  const pool = connect(url, { max: 1 });
+  try {
+    const killed = pool`select pg_sleep(30) as slept`.then(() => 'ran', (err: Error) => err); // started now: queries are lazy
+    const pid = await backendOf('select pg_sleep(30)%');
+    await admin`select pg_terminate_backend(${pid})`;
+    expect(await killed).toBeInstanceOf(Error);
+    for (let i = 0; i < 3; i++) {
+      const [row] = await pool`select pg_backend_pid() as pid, ${i}::int as i`;
+      expect(Number(row!.pid)).not.toBe(pid);
+      expect(row!.i).toBe(i);
+    }
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});
+
+test('a COPY stream whose backend is killed errors; the pool then serves every query', async () => {
+  const pool = connect(url, { max: 1 });
+  try {
+    // rows of 1 KB, so PostgreSQL's 8 KB output buffer flushes the COPY's start at once; ~100 s in all
+    const stream = await copyOut(pool, "copy (select repeat('x', 1000), pg_sleep(0.001) from generate_series(1, 100000) g) to stdout");
+    const pid = await backendOf('copy (select repeat%');
+    await admin`select pg_terminate_backend(${pid})`;
+    const drain = async () => { for await (const _ of stream) { /* read to the error */ } };
+    await expect(drain()).rejects.toThrow();
+    const [row] = await pool`select 41 + 1 as answer`;
+    expect(row!.answer).toBe(42);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});
