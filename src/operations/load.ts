@@ -56,7 +56,7 @@ export async function load(
 
   const result = await ctx.sql
     .begin(async (tx) => {
-      const stopCancelling = await cancelOnAbort(tx, ctx.sql, options.signal);
+      const stopCancelling = await cancelOnAbort(tx, options.signal);
       try {
         return await loadInTransaction(tx);
       } finally {

@@ -4,12 +4,13 @@
  * - `pull()` takes whatever the Node stream has buffered, so the client's pace drives the socket:
  *   postgres.js pauses the socket when its buffer is full and resumes it when we read, and
  *   PostgreSQL waits in ClientWrite meanwhile (SPEC §5).
- * - `cancel()` (client gone) cancels the backend's statement and drains what is still in flight,
- *   so the backend sees the cancel and the connection returns to the pool (SPEC §5: within 1 s).
+ * - `cancel()` (client gone) cancels the backend's statement (a CancelRequest of its own, no pooled
+ *   connection needed) and drains what is still in flight, so the backend sees the cancel and the
+ *   connection returns to the pool (SPEC §5: within 1 s).
  * - a database failure mid-stream errors the web stream, so the HTTP body is aborted.
  */
 import type { Readable } from 'node:stream';
-import type { Sql } from './db.ts';
+import { backendKey, cancelBackend, type BackendKey, type Sql } from './db.ts';
 
 /**
  * Bigger than postgres.js's default of 16 KiB (a socket pause/resume every ~5 Synthea Patients);
@@ -19,10 +20,10 @@ const BUFFER_BYTES = 1 << 20;
 
 export type Reserved = Awaited<ReturnType<Sql['reserve']>>;
 
-/** A connection taken out of the pool for one stream, and its backend pid (to cancel it). */
+/** A connection taken out of the pool for one stream, and its backend's key (to cancel it). */
 export interface StreamConnection {
   conn: Reserved;
-  pid: number;
+  key: BackendKey;
   /** A transaction is open on it: roll back before the connection goes back to the pool. */
   inTransaction: boolean;
 }
@@ -34,11 +35,11 @@ export interface StreamConnection {
 export async function reserveConnection(sql: Sql, begin?: string): Promise<StreamConnection> {
   const conn = await sql.reserve();
   try {
-    const [row] = await conn`select pg_backend_pid() as pid`;
+    const key = backendKey(await conn`select pg_backend_pid()`);
     if (begin) await conn.unsafe(begin); // last: SET TRANSACTION SNAPSHOT may follow it
-    return { conn, pid: Number(row!.pid), inTransaction: !!begin };
+    return { conn, key, inTransaction: !!begin };
   } catch (err) {
-    release({ conn, pid: 0, inTransaction: !!begin }, err);
+    release({ conn, key: { pid: 0, secret: 0 }, inTransaction: !!begin }, err);
     throw err;
   }
 }
@@ -93,7 +94,7 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
   let failure: unknown;
   let finished = false;
   let released = false;
-  /** The pg_cancel_backend of cancel(), while on its way. */
+  /** The cancel request of cancel(), while on its way. */
   let cancelling: Promise<unknown> | undefined;
   const settle = (err?: unknown) => {
     if (released) return;
@@ -101,8 +102,8 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
     resumeSocket(node);
     // Not back to the pool before a cancel sent for this COPY has reached the backend: a COPY that
     // ended on its own meanwhile would otherwise take the signal into its ROLLBACK, or hand it to
-    // the next query on the connection. Once pg_cancel_backend returns, the backend has the signal
-    // and drops it when idle.
+    // the next query on the connection. Once the cancel request is done, the backend has the
+    // signal and drops it when idle.
     if (cancelling) void cancelling.then(() => release(c, err));
     else release(c, err);
   };
@@ -142,7 +143,7 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
         if (released) return;
         node.on('error', () => {});
         node.on('data', () => {}); // flowing: discard the rows already on their way
-        cancelling = sql`select pg_cancel_backend(${c.pid})`.catch(() => {});
+        cancelling = cancelBackend(sql, c.key).catch(() => {});
         await cancelling;
       },
     },

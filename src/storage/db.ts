@@ -32,20 +32,49 @@ export function pgMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** What cancels a backend's statement: its pid and secret key (BackendKeyData). */
+export interface BackendKey {
+  pid: number;
+  secret: number;
+}
+
+/** The key of the backend that answered `result`, copied (postgres.js rewrites its object on reconnect). */
+export function backendKey(result: unknown): BackendKey {
+  const state = (result as { state?: { pid?: unknown; secret?: unknown } | null }).state;
+  if (typeof state?.pid !== 'number' || typeof state.secret !== 'number') throw new Error('postgres.js gave no backend key with this result');
+  return { pid: state.pid, secret: state.secret };
+}
+
+type Canceller = (query: { state: BackendKey; active: boolean }) => Promise<void>;
+
+/**
+ * Cancels the statement `key`'s backend is running, with PostgreSQL's CancelRequest on a socket of
+ * its own (postgres.js's own canceller, which `query.cancel()` uses but whose promise it drops).
+ * Unlike `select pg_cancel_backend(pid)`, it needs no pooled connection: the streams that hold
+ * every connection of a busy pool can cancel their COPYs and wait for that before they release
+ * (tests/operations/dump-pool.test.ts hung with pg_cancel_backend). Resolves once the server has
+ * closed that socket, i.e. has signalled the backend: a running statement fails with 57014, an
+ * idle backend drops the signal, so a query sent on its connection afterwards is safe from it.
+ */
+export function cancelBackend(sql: AnySql, key: BackendKey): Promise<void> {
+  // a query object that is never run: only its canceller is taken (queries run when awaited)
+  const { canceller } = sql`select 1` as unknown as { canceller?: Canceller };
+  if (!canceller) return Promise.reject(new Error('postgres.js has no canceller'));
+  return canceller({ state: { ...key }, active: true });
+}
+
 /**
  * While `tx` runs, a client that goes away (`signal` aborts) cancels its current statement, so a
  * long COPY or merge rolls back instead of committing for nobody. Returns the unregister function;
  * await it before the transaction ends: it waits for a cancel on its way, which could otherwise
  * land on the COMMIT/ROLLBACK (leaving an aborted transaction on a pooled connection) or on the
- * next query of whoever gets the connection. Once pg_cancel_backend has returned, the signal is
- * with the backend: it cancels a running statement or, at an idle backend, is dropped.
+ * next query of whoever gets the connection.
  */
-export async function cancelOnAbort(tx: TransactionSql, pool: Sql, signal: AbortSignal | undefined): Promise<() => Promise<void>> {
+export async function cancelOnAbort(tx: TransactionSql, signal: AbortSignal | undefined): Promise<() => Promise<void>> {
   if (!signal) return async () => {};
-  const [row] = await tx`select pg_backend_pid() as pid`;
-  const pid = Number(row!.pid);
+  const key = backendKey(await tx`select pg_backend_pid()`);
   let sent: Promise<unknown> | undefined;
-  const cancel = () => { sent = pool`select pg_cancel_backend(${pid})`.catch(() => {}); };
+  const cancel = () => { sent = cancelBackend(tx, key).catch(() => {}); };
   signal.addEventListener('abort', cancel, { once: true });
   return async () => {
     signal.removeEventListener('abort', cancel);

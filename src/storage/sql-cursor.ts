@@ -18,7 +18,7 @@
  * exactly what the database holds.
  */
 import type postgres from 'postgres';
-import { ident, type Sql } from './db.ts';
+import { backendKey, cancelBackend, ident, type BackendKey, type Sql } from './db.ts';
 
 export interface CursorColumn {
   name: string;
@@ -47,7 +47,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
   const conn = await sql.reserve();
   let closed = false;
   let inFlight: Promise<unknown> | undefined;
-  let pid = 0;
+  let key: BackendKey | undefined;
   let batch = 100; // rows per FETCH: few at first (a fast first byte), then sized to ~1 MB
   let exhausted = false;
 
@@ -55,7 +55,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
     if (closed) return;
     closed = true;
     // Only a running FETCH is cancelled (the reserved connection guarantees it is ours).
-    if (inFlight && pid) await sql`select pg_cancel_backend(${pid})`.catch(() => {});
+    if (inFlight && key) await cancelBackend(sql, key).catch(() => {});
     await inFlight?.catch(() => {});
     try {
       await conn.unsafe('rollback').catch(() => conn.unsafe('rollback')); // a late cancel may hit the first
@@ -82,8 +82,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
     await conn.unsafe('begin transaction read only');
     if (options.role !== undefined) await conn.unsafe(`set local role ${ident(options.role)}`);
     await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`);
-    const [me] = await conn`select pg_backend_pid() as pid`;
-    pid = Number(me!.pid);
+    key = backendKey(await conn`select pg_backend_pid()`);
     await conn.unsafe(`declare ${CURSOR} no scroll cursor for ${query}`, [], ONE_STATEMENT);
     const first = await fetch();
     const cursor: SqlCursor = {

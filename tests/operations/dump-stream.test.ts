@@ -116,6 +116,7 @@ describe('a table of 8 MB or more, read by two COPYs over halves of its pages', 
 
     const res = await rawGet(server.url, '/Encounter/$dump');
     res.socket.pause();
+    expect(res.status).toBe(200);
     const halves = await running(server.sql, SPLIT);
     expect(halves.length).toBe(2);
     await server.sql`select pg_terminate_backend(${halves[0]!.pid})`;
