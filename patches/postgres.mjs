@@ -3,8 +3,9 @@
  * it: src for Bun, cjs, cf). Idempotent; fails the install when the text it fixes is not there
  * (another version), so a dependency update cannot silently drop the fix.
  *
- * The bug (porsager/postgres#1223, and the table in PR #1215: "Any kill during a query: the next
- * query fails with the old backend's 57P01"): when a backend dies during a query
+ * The bug (listed in the table of porsager/postgres PR #1215, open: "Any kill during a query: the
+ * next query fails with the old backend's 57P01"; #1223 is its variant during connection start-up,
+ * which this does not touch): when a backend dies during a query
  * (pg_terminate_backend, a restart), its FATAL ErrorResponse is kept in `errorResponse` and the
  * query in `query`; the socket closes, the query is rejected with CONNECTION_CLOSED, but neither
  * variable is cleared. When the pool later reconnects that connection, the startup's ReadyForQuery
@@ -27,7 +28,7 @@ for (const build of ['src', 'cjs/src', 'cf/src']) {
   const text = fs.readFileSync(file, 'utf8');
   if (text.includes(FIXED)) continue;
   if (!text.includes(BROKEN)) {
-    console.error(`patches/postgres.mjs: ${file} has changed; check whether porsager/postgres#1223 is fixed and update the patch`);
+    console.error(`patches/postgres.mjs: ${file} has changed; check whether the kill-during-a-query bug (porsager/postgres PR #1215) is fixed and update the patch`);
     process.exit(1);
   }
   fs.writeFileSync(file, text.replace(BROKEN, FIXED));

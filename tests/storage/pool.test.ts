@@ -2,7 +2,7 @@
  * The pool after a backend dies mid-query (pg_terminate_backend, as an operator or a failover
  * does): the dead backend's error belongs to the query it killed, never to the next one. Needs
  * patches/postgres.mjs (postgres.js 3.4.9 kept the FATAL and handed it to the first query on the
- * reconnected connection: porsager/postgres#1223).
+ * reconnected connection: listed in porsager/postgres PR #1215).
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { connect, type Sql } from '../../src/storage/db.ts';
