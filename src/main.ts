@@ -5,6 +5,7 @@
  */
 import { loadConfig, type Config } from './config.ts';
 import { createLogger, startServer, type RunningServer } from './server.ts';
+import { connectionLost } from './storage/db.ts';
 
 function fail(message: string, code: number): never {
   console.error(`fhirhose: ${message}`);
@@ -19,6 +20,16 @@ async function main(): Promise<void> {
     fail((err as Error).message, 2);
   }
   const log = createLogger(config);
+  // When the database drops a connection in the middle of a transaction (a restart, a failover),
+  // postgres.js 3.4.9 rejects its transaction's close-watch promise, and Bun saw that rejection as
+  // unhandled and exited (tests/jobs/import-database-loss.test.ts). Whoever ran the transaction
+  // has had the same error already, so a lost connection is one log line; anything else still
+  // ends the process, as an unhandled rejection does by default.
+  process.on('unhandledRejection', (reason) => {
+    if (connectionLost(reason)) return log(`database connection lost: ${(reason as Error).message}`);
+    console.error(reason);
+    process.exit(1);
+  });
   let running: RunningServer;
   try {
     running = await startServer(config, log);

@@ -95,6 +95,9 @@ export class BatchWriter {
       this.last = now;
       return 'ok';
     });
+    // awaited by settle() only when the next batch is ready: until then a failure (the database
+    // gone, say) would be an unhandled rejection, which ends a Bun process
+    this.inflight.catch(() => {});
     this.committed = checkpoint;
     this.errorsKept += errors.length;
     this.finished = done;

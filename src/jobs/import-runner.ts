@@ -24,29 +24,64 @@ export interface ImportRunner {
 
 interface Task {
   again: boolean;
+  /** Another server holds the session now (our lock went with a lost connection): stop here. */
+  lost: boolean;
   run: AbortController;
   done: Promise<void>;
 }
 
 const LOCK_RETRY_MS = 1000;
 const STOP_WAIT_MS = 10_000;
+/** A session whose task failed (the database unreachable, say) is tried again after 1, 2, 4 … 60 s. */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 60_000;
 
 export function createImportRunner(deps: { sql: Sql; config: Config; log: (line: string) => void }): ImportRunner {
   const { sql, config, log } = deps;
   const tasks = new Map<string, Task>();
-  const locks = sessionLocks(sql);
+  const retries = new Map<string, { delay: number; timer?: ReturnType<typeof setTimeout> }>();
   const shutdown = new AbortController();
+  const locks = sessionLocks(sql, (id) => {
+    const task = tasks.get(id);
+    if (!task) return;
+    log(`import ${id}: its lock went with a lost database connection and another server holds it now; stopping here`);
+    task.lost = true;
+    task.run.abort('lock lost');
+  });
 
   function spawn(id: string): void {
-    const task: Task = { again: false, run: new AbortController(), done: Promise.resolve() };
+    const task: Task = { again: false, lost: false, run: new AbortController(), done: Promise.resolve() };
     tasks.set(id, task);
+    let failed = false;
     task.done = runSession(id, task)
-      .catch((error) => log(`import ${id}: runner failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`))
+      .catch((error) => {
+        failed = true;
+        log(`import ${id}: runner failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+      })
       .finally(() => {
         tasks.delete(id);
+        if (shutdown.signal.aborted) return;
         // A resume that arrived while the task was winding down must not be lost.
-        if (task.again && !shutdown.signal.aborted) spawn(id);
+        if (task.again) return spawn(id);
+        if (failed) retryLater(id);
+        else retries.delete(id);
       });
+  }
+
+  /**
+   * A task that failed outside any input (the database unreachable when a round starts, or while
+   * it records an input's failure) leaves its session `active` with nothing running: try again,
+   * less and less often. The session is re-read then: if it is still active, its inputs go on from
+   * their checkpoints.
+   */
+  function retryLater(id: string): void {
+    const retry = retries.get(id) ?? { delay: RETRY_FIRST_MS };
+    retries.set(id, retry);
+    log(`import ${id}: trying again in ${retry.delay / 1000} s`);
+    retry.timer = setTimeout(() => {
+      retry.delay = Math.min(retry.delay * 2, RETRY_MAX_MS);
+      if (!tasks.has(id) && !shutdown.signal.aborted) spawn(id);
+    }, retry.delay);
   }
 
   async function runSession(id: string, task: Task): Promise<void> {
@@ -54,7 +89,7 @@ export function createImportRunner(deps: { sql: Sql; config: Config; log: (line:
     try {
       // Every round re-reads the session: it ends when the session is no longer active, and a
       // resume or force-resume during a round simply makes the next round run the pending inputs.
-      while (!shutdown.signal.aborted) {
+      while (!shutdown.signal.aborted && !task.lost) {
         task.again = false;
         task.run = new AbortController();
         const { sessionStatus, inputs } = await runnableInputs(sql, id);
@@ -64,7 +99,7 @@ export function createImportRunner(deps: { sql: Sql; config: Config; log: (line:
           break;
         }
         const { failure, progressed } = await runAll(id, inputs, task.run);
-        if (shutdown.signal.aborted) break;
+        if (shutdown.signal.aborted || task.lost) break;
         if (failure && (await failSession(sql, id, failure))) log(`import ${id}: active → error (${failure.message})`);
         if (!progressed) await Bun.sleep(100);
       }
@@ -127,6 +162,7 @@ export function createImportRunner(deps: { sql: Sql; config: Config; log: (line:
     },
     async stop() {
       shutdown.abort('shutdown');
+      for (const { timer } of retries.values()) clearTimeout(timer);
       for (const id of tasks.keys()) log(`import ${id}: stopping with the server; stays active and resumes on the next start`);
       const all = Promise.all([...tasks.values()].map((t) => t.done));
       await Promise.race([all, Bun.sleep(STOP_WAIT_MS)]);

@@ -10,7 +10,7 @@
  * - a database failure mid-stream errors the web stream, so the HTTP body is aborted.
  */
 import type { Readable } from 'node:stream';
-import { backendKey, cancelBackend, type BackendKey, type Sql } from './db.ts';
+import { backendKey, cancelBackend, connectionLost, type BackendKey, type Sql } from './db.ts';
 
 /**
  * Bigger than postgres.js's default of 16 KiB (a socket pause/resume every ~5 Synthea Patients);
@@ -149,12 +149,6 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
     },
     { highWaterMark: 0 },
   );
-}
-
-function connectionLost(err: unknown): boolean {
-  if (typeof err !== 'object' || err === null) return false;
-  const { code, severity } = err as { code?: unknown; severity?: unknown };
-  return (typeof code === 'string' && code.startsWith('CONNECTION_')) || severity === 'FATAL' || severity === 'PANIC';
 }
 
 function nextEvent(node: Readable): Promise<void> {

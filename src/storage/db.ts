@@ -27,6 +27,16 @@ export function pgCode(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
 }
 
+/**
+ * Did the error end the connection (postgres.js CONNECTION_* codes, a FATAL or PANIC from the
+ * server)? Such a connection is with postgres.js's closed ones already: never release or reuse it.
+ */
+export function connectionLost(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, severity } = err as { code?: unknown; severity?: unknown };
+  return (typeof code === 'string' && code.startsWith('CONNECTION_')) || severity === 'FATAL' || severity === 'PANIC';
+}
+
 /** PostgreSQL's own message, for 400 answers about user SQL ($dump-sql). */
 export function pgMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -10,11 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { freePort, freshDatabase } from '../helpers/database.ts';
-import { basic, ROOT_SECRET, startTestServer } from '../helpers/server.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { spawnServer as spawnChild, client } from '../helpers/child-server.ts';
 import { patients, startSourceServer, waitFor, type SourceServer } from '../helpers/import-sources.ts';
-
-const ROOT = path.resolve(import.meta.dir, '../..');
-const AUTH = basic('root', ROOT_SECRET);
 const PATIENTS = patients(3000, 'rp');
 const OBSERVATIONS = Array.from({ length: 2000 }, (_, i) =>
   JSON.stringify({ resourceType: 'Observation', id: `ro-${i}`, status: 'final', code: { text: `code ${i % 13}` }, valueQuantity: { value: i / 7 } }),
@@ -67,44 +65,8 @@ afterAll(async () => {
   fs.rmSync(importRoot, { recursive: true, force: true });
 });
 
-interface Child { url: string; proc: ReturnType<typeof Bun.spawn>; output: () => string }
-
-async function spawnServer(databaseUrl: string, port: number): Promise<Child> {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts'], {
-    cwd: ROOT,
-    env: {
-      ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
-      FHIRHOSE_IMPORT_ROOT: importRoot, FHIRHOSE_LOG: 'info', FHIRHOSE_IMPORT_BATCH_LINES: '100', FHIRHOSE_IMPORT_CONCURRENCY: '2',
-    },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  });
-  let text = '';
-  const drain = async (stream: ReadableStream<Uint8Array>) => { for await (const chunk of stream) text += new TextDecoder().decode(chunk); };
-  void drain(proc.stdout as ReadableStream<Uint8Array>);
-  void drain(proc.stderr as ReadableStream<Uint8Array>);
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}: ${text}`);
-    if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) return { url, proc, output: () => text };
-    await Bun.sleep(50);
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`server did not start: ${text}`);
-}
-
-/** The child seen through the same helpers as an in-process test server. */
-function client(child: Child) {
-  return {
-    request: (pathname: string, init: RequestInit & { json?: unknown } = {}) =>
-      fetch(child.url + pathname, {
-        ...init,
-        headers: { authorization: AUTH, 'content-type': 'application/json' },
-        body: init.json === undefined ? init.body : JSON.stringify(init.json),
-      }),
-  } as Parameters<typeof waitFor>[0];
-}
+const spawnServer = (databaseUrl: string, port: number) =>
+  spawnChild(databaseUrl, port, { FHIRHOSE_IMPORT_ROOT: importRoot, FHIRHOSE_IMPORT_BATCH_LINES: '100', FHIRHOSE_IMPORT_CONCURRENCY: '2' });
 
 async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
   const databaseUrl = await freshDatabase();

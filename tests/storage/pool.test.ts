@@ -1,8 +1,9 @@
 /**
- * The pool after a backend dies mid-query (pg_terminate_backend, as an operator or a failover
- * does): the dead backend's error belongs to the query it killed, never to the next one. Needs
- * patches/postgres.mjs (postgres.js 3.4.9 kept the FATAL and handed it to the first query on the
- * reconnected connection: listed in porsager/postgres PR #1215).
+ * The pool after a backend dies (pg_terminate_backend, as an operator or a failover does): the
+ * dead backend's error belongs to the query it killed, never to the next one, and a query on a
+ * dead reserved connection is an error, not a crash. Both need patches/postgres.mjs (postgres.js
+ * 3.4.9 handed the FATAL to the first query on the reconnected connection, and wrote to the null
+ * socket of a closed reserved one).
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { connect, type Sql } from '../../src/storage/db.ts';
@@ -54,6 +55,21 @@ test('a COPY stream whose backend is killed errors; the pool then serves every q
     await expect(drain()).rejects.toThrow();
     const [row] = await pool`select 41 + 1 as answer`;
     expect(row!.answer).toBe(42);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});
+
+test('a query on a reserved connection whose backend died is rejected, not a crash of the process', async () => {
+  const pool = connect(url, { max: 2 });
+  try {
+    const reserved = await pool.reserve();
+    const key = await reserved`select pg_backend_pid() as pid`;
+    await admin`select pg_terminate_backend(${Number(key[0]!.pid)})`;
+    await Bun.sleep(100); // the socket's close reaches postgres.js
+    await expect(reserved`select 1`).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
+    const [row] = await pool`select 2 as two`;
+    expect(row!.two).toBe(2);
   } finally {
     await pool.end({ timeout: 1 });
   }

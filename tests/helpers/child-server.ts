@@ -1,0 +1,49 @@
+/**
+ * fhirhose as a real child process running `npm start`'s entry point on a real port: for tests
+ * that kill it, or that need to see it survive what happens to its database.
+ */
+import path from 'node:path';
+import { basic, ROOT_SECRET } from './server.ts';
+import type { waitFor } from './import-sources.ts';
+
+const ROOT = path.resolve(import.meta.dir, '../..');
+const AUTH = basic('root', ROOT_SECRET);
+
+export interface Child { url: string; proc: ReturnType<typeof Bun.spawn>; output: () => string }
+
+export async function spawnServer(databaseUrl: string, port: number, env: Record<string, string> = {}): Promise<Child> {
+  const proc = Bun.spawn([process.execPath, 'src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
+      FHIRHOSE_LOG: 'info', ...env,
+    },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  });
+  let text = '';
+  const drain = async (stream: ReadableStream<Uint8Array>) => { for await (const chunk of stream) text += new TextDecoder().decode(chunk); };
+  void drain(proc.stdout as ReadableStream<Uint8Array>);
+  void drain(proc.stderr as ReadableStream<Uint8Array>);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}: ${text}`);
+    if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) return { url, proc, output: () => text };
+    await Bun.sleep(50);
+  }
+  proc.kill('SIGKILL');
+  throw new Error(`server did not start: ${text}`);
+}
+
+/** The child seen through the same helpers as an in-process test server. */
+export function client(child: Child): Parameters<typeof waitFor>[0] {
+  return {
+    request: (pathname: string, init: RequestInit & { json?: unknown } = {}) =>
+      fetch(child.url + pathname, {
+        ...init,
+        headers: { authorization: AUTH, 'content-type': 'application/json' },
+        body: init.json === undefined ? init.body : JSON.stringify(init.json),
+      }),
+  } as Parameters<typeof waitFor>[0];
+}
