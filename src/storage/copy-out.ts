@@ -20,10 +20,9 @@ const BUFFER_BYTES = 1 << 20;
 
 export type Reserved = Awaited<ReturnType<Sql['reserve']>>;
 
-/** A connection taken out of the pool for one stream, and its backend's key (to cancel it). */
+/** A connection taken out of the pool for one stream. */
 export interface StreamConnection {
   conn: Reserved;
-  key: BackendKey;
   /** A transaction is open on it: roll back before the connection goes back to the pool. */
   inTransaction: boolean;
 }
@@ -35,11 +34,10 @@ export interface StreamConnection {
 export async function reserveConnection(sql: Sql, begin?: string): Promise<StreamConnection> {
   const conn = await sql.reserve();
   try {
-    const key = backendKey(await conn`select pg_backend_pid()`);
     if (begin) await conn.unsafe(begin); // last: SET TRANSACTION SNAPSHOT may follow it
-    return { conn, key, inTransaction: !!begin };
+    return { conn, inTransaction: !!begin };
   } catch (err) {
-    release({ conn, key: { pid: 0, secret: 0 }, inTransaction: !!begin }, err);
+    release({ conn, inTransaction: !!begin }, err);
     throw err;
   }
 }
@@ -82,8 +80,11 @@ export interface CopyOutOptions {
 export async function copyOut(sql: Sql, statement: string, options: CopyOutOptions = {}): Promise<ReadableStream<Uint8Array>> {
   const c = options.connection ?? (await reserveConnection(sql));
   let node: Readable;
+  let key: BackendKey; // whose statement a cancel stops: the COPY's backend, known once it is sent
   try {
-    node = (await c.conn.unsafe(statement).readable()) as Readable;
+    const copy = c.conn.unsafe(statement);
+    node = (await copy.readable()) as Readable;
+    key = backendKey(copy);
   } catch (err) {
     release(c, err);
     throw err;
@@ -143,7 +144,7 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
         if (released) return;
         node.on('error', () => {});
         node.on('data', () => {}); // flowing: discard the rows already on their way
-        cancelling = cancelBackend(sql, c.key).catch(() => {});
+        cancelling = cancelBackend(sql, key).catch(() => {});
         await cancelling;
       },
     },

@@ -48,7 +48,10 @@ export interface BackendKey {
   secret: number;
 }
 
-/** The key of the backend that answered `result`, copied (postgres.js rewrites its object on reconnect). */
+/**
+ * The key of the backend that ran a query: from its result, or from the query itself once sent
+ * (postgres.js keeps it in `state`). Copied: postgres.js rewrites its object on reconnect.
+ */
 export function backendKey(result: unknown): BackendKey {
   const state = (result as { state?: { pid?: unknown; secret?: unknown } | null }).state;
   if (typeof state?.pid !== 'number' || typeof state.secret !== 'number') throw new Error('postgres.js gave no backend key with this result');

@@ -81,8 +81,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
   try {
     await conn.unsafe('begin transaction read only');
     if (options.role !== undefined) await conn.unsafe(`set local role ${ident(options.role)}`);
-    await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`);
-    key = backendKey(await conn`select pg_backend_pid()`);
+    key = backendKey(await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`));
     await conn.unsafe(`declare ${CURSOR} no scroll cursor for ${query}`, [], ONE_STATEMENT);
     const first = await fetch();
     const cursor: SqlCursor = {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { copyOut } from '../../src/storage/copy-out.ts';
 import { freshDatabase } from '../helpers/database.ts';
+import { running } from '../operations/dump-helpers.ts';
 
 let url: string;
 let admin: Sql;
@@ -18,11 +19,11 @@ beforeAll(async () => {
 });
 afterAll(async () => { await admin.end(); });
 
-/** pid of the one backend of `pool` that runs a statement like `like`, once it runs. */
+/** pid of the backend that runs a statement like `like`, once it runs. */
 async function backendOf(like: string): Promise<number> {
   for (;;) {
-    const rows = await admin`select pid from pg_stat_activity where query like ${like} and pid <> pg_backend_pid() and state = 'active'`;
-    if (rows.length > 0) return Number(rows[0]!.pid);
+    const [found] = await running(admin, like);
+    if (found) return Number(found.pid);
     await Bun.sleep(10);
   }
 }
