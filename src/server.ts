@@ -9,6 +9,7 @@ import { startEmbedded, type EmbeddedDatabase } from './storage/embedded.ts';
 import { migrate } from './storage/migrations.ts';
 import { inspectSqlReader } from './storage/sql-reader.ts';
 import { createAuth } from './auth/auth.ts';
+import { watchAuthChanges } from './auth/auth-changes.ts';
 import { ensureRootClient } from './auth/root.ts';
 import { createApp } from './app.ts';
 import type { OperationContext } from './operations/context.ts';
@@ -53,6 +54,14 @@ export async function startServer(config: Config, log = createLogger(config)): P
   }
 
   const auth = createAuth(sql);
+  let authWatch: Awaited<ReturnType<typeof watchAuthChanges>>;
+  try {
+    authWatch = await watchAuthChanges(sql, auth);
+  } catch (err) {
+    await sql.end({ timeout: 1 });
+    await embedded?.stop();
+    throw err;
+  }
   const ctx: OperationContext = {
     sql,
     config,
@@ -89,6 +98,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     async stop() {
       await server.stop(true);
       await imports.stop();
+      await authWatch.unlisten().catch(() => {});
       await sql.end({ timeout: 5 });
       await embedded?.stop();
     },

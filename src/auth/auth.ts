@@ -1,8 +1,10 @@
 /**
  * Basic auth with Clients and AccessPolicies (SPEC §3).
- * - A verified `Authorization` header is remembered (for a minute, or until the Client changes
- *   through the API), so a known-good credential does not cost an argon2 hash per request.
- * - Policies are read from the database at most every 2 s, and at once after a change through the API.
+ * - A verified `Authorization` header is remembered for a few seconds, so a known-good credential
+ *   does not cost an argon2 hash per request; policies are read at most every 10 s.
+ * - Both caches are dropped at once when any server (or psql) changes a Client or AccessPolicy:
+ *   auth-changes.ts calls `forget` on the NOTIFY a trigger sends at commit (SPEC §11). The TTLs
+ *   only bound how long a notification lost with the listening connection can leave a stale entry.
  */
 import type { Sql } from '../storage/db.ts';
 import { clientSecretHash, listPolicies } from '../storage/auth.ts';
@@ -12,8 +14,8 @@ import { OperationOutcomeError } from '../fhir/outcome.ts';
 import { isPlainObject, type Json } from '../fhir/resource.ts';
 
 export const ROOT_CLIENT = 'root';
-const CREDENTIAL_TTL_MS = 60_000;
-const POLICY_TTL_MS = 2_000;
+const CREDENTIAL_TTL_MS = 10_000;
+const POLICY_TTL_MS = 10_000;
 
 /** What a policy sees of a request (Aidbox's matcho request shape). */
 export interface AccessRequest {
@@ -28,7 +30,7 @@ export interface Auth {
   authenticate(header: string | undefined): Promise<string>;
   /** Throws 403 unless the client may make this request. */
   authorize(request: AccessRequest): Promise<void>;
-  /** Call after a Client or AccessPolicy changed. */
+  /** Call after a Client or AccessPolicy changed (on this server or another one). */
   forget(type: 'Client' | 'AccessPolicy'): void;
 }
 
@@ -45,6 +47,10 @@ export function createAuth(sql: Sql): Auth {
   const verified = new Map<string, { clientId: string; until: number }>();
   let policies: { id: string; resource: Record<string, Json> }[] | undefined;
   let policiesUntil = 0;
+  // Bumped by forget(): a lookup that started before a change must not cache what it read then
+  // (it may have read the old secret or policies just before the change committed).
+  let clientGeneration = 0;
+  let policyGeneration = 0;
 
   async function authenticate(header: string | undefined): Promise<string> {
     if (!header) throw unauthorized('Authentication required: send HTTP Basic credentials of a Client');
@@ -57,10 +63,12 @@ export function createAuth(sql: Sql): Auth {
     if (colon < 0) throw unauthorized('Malformed Basic credentials');
     const clientId = decoded.slice(0, colon);
     const secret = decoded.slice(colon + 1);
+    const generation = clientGeneration;
     const hash = await clientSecretHash(sql, clientId);
     // an unknown client costs the same argon2 verification as a wrong secret: timing does not reveal which ids exist
     const ok = await verifySecret(secret, hash ?? (await decoyHash()));
     if (!hash || !ok) throw unauthorized('Invalid client id or secret');
+    if (generation !== clientGeneration) return clientId; // valid when read; not cached across a change
     if (verified.size > 10_000) verified.clear();
     verified.set(header, { clientId, until: Date.now() + CREDENTIAL_TTL_MS });
     return clientId;
@@ -68,11 +76,16 @@ export function createAuth(sql: Sql): Auth {
 
   async function authorize(request: AccessRequest): Promise<void> {
     if (request.client.id === ROOT_CLIENT) return;
-    if (!policies || policiesUntil < Date.now()) {
-      policies = await listPolicies(sql);
-      policiesUntil = Date.now() + POLICY_TTL_MS;
+    let current = policies;
+    if (!current || policiesUntil < Date.now()) {
+      const generation = policyGeneration;
+      current = await listPolicies(sql);
+      if (generation === policyGeneration) {
+        policies = current;
+        policiesUntil = Date.now() + POLICY_TTL_MS;
+      }
     }
-    for (const policy of policies) {
+    for (const policy of current) {
       if (appliesTo(policy.resource, request.client.id) && allows(policy.resource, request)) return;
     }
     throw new OperationOutcomeError('forbidden', `Access denied: no AccessPolicy allows client "${request.client.id}" to ${request['request-method'].toUpperCase()} ${request.uri}`);
@@ -82,8 +95,13 @@ export function createAuth(sql: Sql): Auth {
     authenticate,
     authorize,
     forget(type) {
-      if (type === 'Client') verified.clear();
-      else policies = undefined;
+      if (type === 'Client') {
+        clientGeneration++;
+        verified.clear();
+      } else {
+        policyGeneration++;
+        policies = undefined;
+      }
     },
   };
 }

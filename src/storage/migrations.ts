@@ -6,6 +6,7 @@ import type { Sql } from './db.ts';
 import { ident } from './db.ts';
 import { ALL_TYPES, tableOf, historyTableOf } from '../fhir/types.ts';
 import { createReaderSql, grantReaderSql } from './sql-reader.ts';
+import { AUTH_CHANNEL } from './notify.ts';
 
 interface Migration {
   version: number;
@@ -69,6 +70,24 @@ create table if not exists bulkimport_secret (
     version: 3,
     name: 'dump-sql reader role',
     sql: createReaderSql,
+  },
+  {
+    // SPEC §11: a Client or AccessPolicy written by any server, or by hand with SQL, drops the
+    // credential and policy caches of every server (auth/auth-changes.ts). A statement trigger, so
+    // every path that writes these tables is covered (CRUD, PUT /, $load's merge, $import, psql);
+    // pg_notify in a trigger is delivered at commit and deduplicated per transaction.
+    version: 4,
+    name: 'auth change notifications',
+    sql: () => `
+create or replace function fhirhose_auth_changed() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${AUTH_CHANNEL}', tg_argv[0]);
+  return null;
+end $$;
+${[['client', 'Client'], ['accesspolicy', 'AccessPolicy']].map(([table, type]) => `
+drop trigger if exists fhirhose_auth_changed on ${ident(table!)};
+create trigger fhirhose_auth_changed after insert or update or delete or truncate on ${ident(table!)}
+  for each statement execute function fhirhose_auth_changed('${type}');`).join('\n')}`,
   },
 ];
 

@@ -13,6 +13,9 @@ export type Channel =
   | 'fhirhose_actions' // pause/abort/resume of a session or job: payload = its id
   | 'fhirhose_auth'; // a Client or AccessPolicy changed: payload = the resource type
 
+/** Written by a trigger on the client and accesspolicy tables (migration 4). */
+export const AUTH_CHANNEL: Channel = 'fhirhose_auth';
+
 export interface Subscription {
   unlisten(): Promise<void>;
 }
