@@ -1,24 +1,21 @@
 /**
- * Real data: the 13 Synthea files of the shared 10-patient sample, gzipped by the test, served
- * over HTTP, imported as ONE session with 13 inputs. Every table ends with as many resources as
- * its file has lines. Skipped when the shared data set is not on this machine.
+ * Real data: the 13 Synthea files of two patients of the 10-patient sample
+ * (tests/fixtures/synthea/two-patients), gzipped by the test, served over HTTP, imported as ONE
+ * session with 13 inputs. Every table ends with as many resources as its file has lines.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { startImport, startSourceServer, waitFor, type SourceServer } from '../helpers/import-sources.ts';
-import { sampleDataset } from '../helpers/shared.ts';
 
-const DIR = sampleDataset('10-patients');
-const present = fs.existsSync(DIR) && fs.readdirSync(DIR).some((f) => f.endsWith('.ndjson'));
+const DIR = path.join(import.meta.dir, '../fixtures/synthea/two-patients');
 
 let server: TestServer;
 let sources: SourceServer;
 const files: { type: string; lines: number }[] = [];
 
 beforeAll(async () => {
-  if (!present) return;
   server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '500', FHIRHOSE_IMPORT_CONCURRENCY: '4' });
   sources = startSourceServer();
   for (const name of fs.readdirSync(DIR).filter((f) => f.endsWith('.ndjson')).sort()) {
@@ -33,7 +30,7 @@ afterAll(async () => {
   await sources?.stop();
 });
 
-test.skipIf(!present)('13 gzipped Synthea files as one session of 13 inputs: per-type counts equal the line counts', async () => {
+test('13 gzipped Synthea files as one session of 13 inputs: per-type counts equal the line counts', async () => {
   expect(files.length).toBe(13);
   const res = await startImport(server, {
     id: 'synthea',

@@ -1,27 +1,23 @@
 /**
- * Real data: the Synthea 10-patient bulk export from /work/shared (skipped when it is absent),
- * gzipped here and served over local HTTP.
+ * Real data: two patients of the Synthea 10-patient bulk export (tests/fixtures/synthea/two-patients,
+ * all 13 types, every reference resolving), gzipped here and served over local HTTP.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { serveSources, type SourceServer } from '../helpers/sources.ts';
-import { sampleDataset } from '../helpers/shared.ts';
 
-const DATA = sampleDataset('10-patients');
-const present = fs.existsSync(DATA);
-const files = present ? fs.readdirSync(DATA).filter((f) => f.endsWith('.ndjson')).sort() : [];
+const DATA = path.join(import.meta.dir, '../fixtures/synthea/two-patients');
+const files = fs.readdirSync(DATA).filter((f) => f.endsWith('.ndjson')).sort();
 
 let server: TestServer;
 let sources: SourceServer;
 beforeAll(async () => {
-  if (!present) return;
   server = await startTestServer();
   sources = serveSources();
 });
 afterAll(async () => {
-  if (!present) return;
   sources.stop();
   await server.stop();
 });
@@ -48,7 +44,7 @@ async function idsFromApi(type: string): Promise<string[]> {
   return ids;
 }
 
-test.skipIf(!present)('the Synthea files load with struct validation, count = lines per type, and the API gives back the same ids', async () => {
+test('the 13 Synthea files load with struct validation, count = lines per type, and the API gives back the same ids', async () => {
   for (const file of files) {
     const type = file.split('.')[0]!;
     const url = sources.put(`/${file}.gz`, fs.readFileSync(path.join(DATA, file)), { gzip: true });
@@ -60,7 +56,7 @@ test.skipIf(!present)('the Synthea files load with struct validation, count = li
   }
 }, 120_000);
 
-test.skipIf(!present)('all files in one mixed source through POST /$load: counts per type, references all resolve', async () => {
+test('all 13 files in one mixed source through POST /$load: counts per type, references all resolve', async () => {
   const text = files.map((f) => fs.readFileSync(path.join(DATA, f), 'utf8')).join('');
   const url = sources.put('/all.ndjson.gz', text, { gzip: true });
   const res = await server.request('/$load', { method: 'POST', json: { source: url, validation: { enable: 'on', checks: 'refs' }, update: true } });
