@@ -11,7 +11,7 @@ function int(def: number, min = 0, max = Number.MAX_SAFE_INTEGER) {
 }
 
 /** Values never echoed in an error: they may hold a password. */
-const SECRET_VARIABLES = new Set(['DATABASE_URL', 'FHIRHOSE_ROOT_SECRET']);
+const SECRET_VARIABLES = new Set(['DATABASE_URL', 'FHIRHOSE_ROOT_SECRET', 'FHIRHOSE_READ_URL']);
 
 const schema = z.object({
   PORT: int(8080, 0, 65535),
@@ -27,6 +27,8 @@ const schema = z.object({
   FHIRHOSE_SQL_TIMEOUT_MS: int(60_000, 100),
   FHIRHOSE_IMPORT_BATCH_LINES: int(5_000, 1),
   FHIRHOSE_IMPORT_CONCURRENCY: int(2, 1, 64),
+  FHIRHOSE_READ_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+  FHIRHOSE_READ_MAX_LAG_MS: int(10_000, 0),
   FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
 });
 
@@ -46,6 +48,10 @@ export interface Config {
   sqlTimeoutMs: number;
   importBatchLines: number;
   importConcurrency: number;
+  /** A hot standby that bulk reads ($dump, $dump-sql) use instead of the primary (SPEC §11). */
+  readUrl?: string;
+  /** How long a bulk read waits for the standby to replay what the primary had committed (503 after). */
+  readMaxLagMs: number;
   log: 'info' | 'quiet';
 }
 
@@ -73,6 +79,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sqlTimeoutMs: e.FHIRHOSE_SQL_TIMEOUT_MS,
     importBatchLines: e.FHIRHOSE_IMPORT_BATCH_LINES,
     importConcurrency: e.FHIRHOSE_IMPORT_CONCURRENCY,
+    readUrl: e.FHIRHOSE_READ_URL,
+    readMaxLagMs: e.FHIRHOSE_READ_MAX_LAG_MS,
     log: e.FHIRHOSE_LOG,
   };
 }

@@ -10,6 +10,7 @@ import { migrate } from './storage/migrations.ts';
 import { inspectSqlReader } from './storage/sql-reader.ts';
 import { createAuth } from './auth/auth.ts';
 import { watchAuthChanges } from './auth/auth-changes.ts';
+import { openReplica } from './storage/replica.ts';
 import { ensureRootClient } from './auth/root.ts';
 import { createApp } from './app.ts';
 import type { OperationContext } from './operations/context.ts';
@@ -53,12 +54,15 @@ export async function startServer(config: Config, log = createLogger(config)): P
     throw err;
   }
 
+  const replica = config.readUrl ? openReplica(config.readUrl, { poolSize: config.poolSize, maxLagMs: config.readMaxLagMs }) : undefined;
+  if (replica) log(`bulk reads ($dump, $dump-sql) go to the read replica of FHIRHOSE_READ_URL`);
   const auth = createAuth(sql);
   let authWatch: Awaited<ReturnType<typeof watchAuthChanges>>;
   try {
     authWatch = await watchAuthChanges(sql, auth);
   } catch (err) {
     await sql.end({ timeout: 1 });
+    await replica?.sql.end({ timeout: 1 });
     await embedded?.stop();
     throw err;
   }
@@ -67,6 +71,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     config,
     log,
     sqlRole,
+    replica,
     changed(type) {
       if (type === 'Client' || type === 'AccessPolicy') auth.forget(type);
     },
@@ -81,6 +86,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, idleTimeout: 0, maxRequestBodySize });
   } catch (err) {
     await sql.end({ timeout: 1 });
+    await replica?.sql.end({ timeout: 1 });
     await embedded?.stop();
     const inUse = /EADDRINUSE|in use/i.test(String((err as Error).message ?? err));
     throw inUse ? portInUse(config.port) : new Error(`Cannot listen on port ${config.port}: ${(err as Error).message}`);
@@ -100,6 +106,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
       await imports.stop();
       await authWatch.unlisten().catch(() => {});
       await sql.end({ timeout: 5 });
+      await replica?.sql.end({ timeout: 5 });
       await embedded?.stop();
     },
   };

@@ -12,6 +12,8 @@ describe('config: happy', () => {
     });
     expect(c.databaseUrl).toBeUndefined();
     expect(c.rootSecret).toBeUndefined();
+    expect(c.readUrl).toBeUndefined();
+    expect(c.readMaxLagMs).toBe(10_000);
     expect(c.dataDir).toBe(path.resolve('./data'));
     expect(c.importRoot).toBe(path.resolve('./import'));
   });
@@ -30,6 +32,7 @@ describe('config: errors', () => {
     [{ FHIRHOSE_PG_PORT: '0' }, 'Invalid configuration: FHIRHOSE_PG_PORT="0" must be a whole number from 1 to 65535'],
     [{ FHIRHOSE_POOL_SIZE: '1' }, 'Invalid configuration: FHIRHOSE_POOL_SIZE="1" must be a whole number from 2 to 200'],
     [{ FHIRHOSE_BODY_LIMIT: '10' }, 'Invalid configuration: FHIRHOSE_BODY_LIMIT="10" must be a whole number, at least 1024'],
+    [{ FHIRHOSE_READ_MAX_LAG_MS: '-1' }, 'Invalid configuration: FHIRHOSE_READ_MAX_LAG_MS="-1" must be a whole number, at least 0'],
     [{ FHIRHOSE_LOG: 'debug' }, 'Invalid configuration: FHIRHOSE_LOG="debug" must be info or quiet'],
   ];
   for (const [env, message] of cases) {
@@ -40,6 +43,17 @@ describe('config: errors', () => {
 });
 
 describe('config: security', () => {
+  test('FHIRHOSE_READ_URL is read as given, and a bad one is named without echoing its password', () => {
+    expect(loadConfig({ FHIRHOSE_READ_URL: 'postgres://r:p@standby/x', FHIRHOSE_READ_MAX_LAG_MS: '0' })).toMatchObject({ readUrl: 'postgres://r:p@standby/x', readMaxLagMs: 0 });
+    let message = '';
+    try {
+      loadConfig({ FHIRHOSE_READ_URL: 'standby.example:5432 password=hunter2' });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toBe('Invalid configuration: FHIRHOSE_READ_URL must start with postgres:// or postgresql://');
+  });
+
   test('an invalid DATABASE_URL is named but its value (which may hold a password) is not echoed', () => {
     expect(() => loadConfig({ DATABASE_URL: 'mysql://admin:hunter2@db/x' })).toThrow('Invalid configuration: DATABASE_URL must start with postgres:// or postgresql://');
     try {

@@ -14,6 +14,7 @@ export type OutcomeCode =
   | 'unsupported-media' // 415
   | 'unprocessable' // 422: readable request, unusable content (corrupt gzip, binary source)
   | 'bad-gateway' // 502: a source that cannot be fetched
+  | 'unavailable' // 503: a database fhirhose depends on (the read replica) cannot serve now
   | 'timeout' // 504
   | 'exception'; // 500
 
@@ -30,6 +31,7 @@ export function statusOf(code: OutcomeCode): number {
     case 'unsupported-media': return 415;
     case 'unprocessable': return 422;
     case 'bad-gateway': return 502;
+    case 'unavailable': return 503;
     case 'timeout': return 504;
     case 'exception': return 500;
   }
@@ -45,7 +47,7 @@ function issueTypeOf(code: OutcomeCode): string {
     case 'not-acceptable': case 'not-allowed': return 'business-rule';
     case 'conflict': return 'conflict';
     case 'too-large': return 'too-costly';
-    case 'bad-gateway': return 'transient';
+    case 'bad-gateway': case 'unavailable': return 'transient';
     case 'timeout': return 'timeout';
     case 'exception': return 'exception';
   }

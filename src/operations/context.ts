@@ -1,6 +1,7 @@
 /** What operations receive from the composition root: plain values, no HTTP. */
 import type { Sql } from '../storage/db.ts';
 import type { Config } from '../config.ts';
+import type { ReadReplica } from '../storage/replica.ts';
 
 export interface OperationContext {
   sql: Sql;
@@ -10,4 +11,6 @@ export interface OperationContext {
   log(line: string): void;
   /** The role `$dump-sql` queries run as (storage/sql-reader.ts); undefined: fhirhose's own. */
   sqlRole?: string;
+  /** FHIRHOSE_READ_URL's standby: bulk reads go there (operations/bulk-reader.ts), writes never. */
+  replica?: ReadReplica;
 }

@@ -10,6 +10,7 @@ import { FORMATS, rowFormatter, type FormatOptions } from './dump-sql-formats.ts
 import { invalid, OperationOutcomeError } from '../fhir/outcome.ts';
 import { pgCode, pgMessage } from '../storage/db.ts';
 import { openReadOnlyCursor, type RawRow, type SqlCursor } from '../storage/sql-cursor.ts';
+import { bulkReader, replicaFailure } from './bulk-reader.ts';
 
 const body = z.strictObject({
   query: z.string().trim().min(1, 'must be a non-empty SQL query'),
@@ -49,11 +50,13 @@ export interface DumpSqlResponse {
 }
 
 export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): Promise<DumpSqlResponse> {
+  const reader = await bulkReader(ctx);
   let opened: { cursor: SqlCursor; first: RawRow[] };
   try {
-    opened = await openReadOnlyCursor(ctx.sql, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });
+    opened = await openReadOnlyCursor(reader, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });
   } catch (err) {
-    throw queryError(err);
+    const failure = replicaFailure(ctx, reader, err);
+    throw failure === err ? queryError(err) : failure;
   }
   const { cursor, first } = opened;
   const formatter = rowFormatter(cursor.columns, request);

@@ -11,6 +11,7 @@ import { invalid } from '../fhir/outcome.ts';
 import { gzipStream } from '../streams/gzip.ts';
 import { openDump, DUMP_FIELD_COUNT } from '../storage/dump.ts';
 import { copyBinaryDecoder } from '../storage/copy-binary.ts';
+import { bulkReader, replicaFailure } from './bulk-reader.ts';
 
 export interface DumpParams {
   /** Normalised instant: only resources created after it. */
@@ -43,7 +44,13 @@ export function dumpParams({ query, acceptEncoding }: DumpRequest): DumpParams {
 export async function dump(ctx: OperationContext, type: string, request: DumpRequest): Promise<DumpResponse> {
   assertType(type);
   const params = dumpParams(request);
-  const parts = await openDump(ctx.sql, { type, since: params.since, poolSize: ctx.config.poolSize });
+  const reader = await bulkReader(ctx);
+  let parts: ReadableStream<Uint8Array>[];
+  try {
+    parts = await openDump(reader, { type, since: params.since, poolSize: ctx.config.poolSize });
+  } catch (err) {
+    throw replicaFailure(ctx, reader, err);
+  }
   const lines = ndjson(type, parts, ctx.log);
   const headers: Record<string, string> = { 'Content-Type': 'application/ndjson', 'Cache-Control': 'no-store', Vary: 'Accept-Encoding' };
   if (!params.gzip) return { body: lines, headers };
