@@ -1,11 +1,13 @@
 /**
  * Request bodies (SPEC §1): JSON (`application/json`, `application/fhir+json`) or YAML
  * (`text/yaml`, `application/yaml`, `application/x-yaml`), as every Aidbox example sends them.
- * Over FHIRHOSE_BODY_LIMIT → 413, another content type → 415, unparsable → 400.
+ * Over FHIRHOSE_BODY_LIMIT → 413, another content type → 415, unparsable or nested deeper than
+ * MAX_JSON_DEPTH → 400 (SPEC §10: the recursive steps after parsing would overflow their stacks).
  */
 import type { Context } from 'hono';
 import YAML from 'yaml';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
+import { MAX_JSON_DEPTH, valueDeeperThan } from '../fhir/json-shape.ts';
 
 const JSON_TYPES = new Set(['application/json', 'application/fhir+json', 'application/json-patch+json']);
 const YAML_TYPES = new Set(['text/yaml', 'application/yaml', 'application/x-yaml', 'text/x-yaml']);
@@ -19,18 +21,27 @@ export async function readBody(c: Context, limit: number): Promise<unknown> {
   }
   const text = await readLimited(c.req.raw, limit);
   if (text.trim() === '') throw invalid('The request body is empty');
+  let value: unknown;
   if (isJson) {
     try {
-      return JSON.parse(text);
+      value = JSON.parse(text);
     } catch (err) {
       throw invalid(`The request body is not valid JSON: ${(err as Error).message}`);
     }
+  } else {
+    try {
+      value = YAML.parse(text, { maxAliasCount: 100 });
+    } catch (err) {
+      if (err instanceof RangeError || /call stack/i.test((err as Error).message)) throw tooDeep();
+      throw invalid(`The request body is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    }
   }
-  try {
-    return YAML.parse(text, { maxAliasCount: 100 });
-  } catch (err) {
-    throw invalid(`The request body is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
-  }
+  if (valueDeeperThan(value)) throw tooDeep();
+  return value;
+}
+
+function tooDeep(): OperationOutcomeError {
+  return invalid(`The request body is nested deeper than ${MAX_JSON_DEPTH} levels`);
 }
 
 async function readLimited(request: Request, limit: number): Promise<string> {

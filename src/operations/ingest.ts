@@ -8,6 +8,7 @@
 import { isId, isPlainObject, type Json } from '../fhir/resource.ts';
 import { isKnownType, SERVER_TYPES } from '../fhir/types.ts';
 import { literalReferences, validateStruct } from '../fhir/validate.ts';
+import { MAX_JSON_DEPTH, hasNonFinite, textDeeperThan } from '../fhir/json-shape.ts';
 import type { Line } from '../streams/lines.ts';
 
 export type { Line };
@@ -48,6 +49,9 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
     const limit = options.maxLineBytes ? ` of ${options.maxLineBytes} bytes` : '';
     return bad(no, `line is longer than the limit${limit} (FHIRHOSE_MAX_LINE_BYTES)`);
   }
+  if ('notText' in line) return bad(no, 'line is not valid UTF-8 text');
+  // Before JSON.parse: the recursive steps below (and PostgreSQL's jsonb parser) must never see it.
+  if (textDeeperThan(line.text)) return bad(no, `JSON is nested deeper than ${MAX_JSON_DEPTH} levels`);
   let value: unknown;
   try {
     value = JSON.parse(line.text);
@@ -76,6 +80,10 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
   }
   const refs = options.refs ? literalReferences(resource) : undefined;
   const json = storedJson(resource);
+  // JSON.parse reads 1e999999 as Infinity and JSON.stringify writes it as null: a silent change.
+  if (json.includes('null') && hasNonFinite(resource)) {
+    return bad(no, 'holds a number too large to store (over 1.8e308)');
+  }
   if (json.includes('\\u') && PG_UNSAFE_ESCAPE.test(json)) {
     return bad(no, 'contains \\u0000 or an unpaired surrogate escape, which PostgreSQL jsonb cannot store');
   }

@@ -1,7 +1,8 @@
-import { OperationOutcomeError } from '../fhir/outcome.ts';
-
-/** One non-blank line of the source; `no` is its 1-based line number, blank lines included. */
-export type Line = { no: number; text: string } | { no: number; tooLong: true };
+/**
+ * One non-blank line of the source; `no` is its 1-based line number, blank lines included. A line
+ * over the size limit is `tooLong`, one that is not UTF-8 is `notText`: bad lines, not bad sources.
+ */
+export type Line = { no: number; text: string } | { no: number; tooLong: true } | { no: number; notText: true };
 
 /** The lines completed by one input chunk; `bytesRead` counts all input bytes consumed so far. */
 export interface LineBatch {
@@ -34,8 +35,9 @@ const NEWLINE = 10;
  * (without its CR/LF) is reported as `tooLong` and never buffered beyond the limit. The first
  * `skipLines` lines are consumed without being decoded or yielded; numbers stay absolute, so resume
  * from a checkpoint with `skipLines` = the `no` of the last line committed.
- * Throws OperationOutcomeError('unprocessable') on invalid UTF-8 or a NUL byte. Leaving the loop
- * early cancels `input`.
+ * A line that is not valid UTF-8 is yielded as `notText` (SPEC §10: a bad byte is a bad line, never
+ * a failed source); a NUL byte is left to the JSON parser, which refuses it. Leaving the loop early
+ * cancels `input`.
  */
 export async function* ndjsonLines(
   input: ReadableStream<Uint8Array>,
@@ -95,8 +97,6 @@ export function countBytes(input: ReadableStream<Uint8Array>, onBytes: (n: numbe
 
 function splitChunk(state: Splitter, chunk: Uint8Array): Line[] {
   const lines: Line[] = [];
-  const nul = chunk.indexOf(0);
-  if (nul >= 0) throw notText(state.no + 1 + countNewlines(chunk.subarray(0, nul)));
   let pos = 0;
   while (state.skip > 0) {
     const nl = chunk.indexOf(NEWLINE, pos);
@@ -121,13 +121,17 @@ function splitChunk(state: Splitter, chunk: Uint8Array): Line[] {
   return lines;
 }
 
-/** Complete lines joined by LF, without the last LF: all valid UTF-8 on their own, so one decode. */
+/**
+ * Complete lines joined by LF, without the last LF: valid UTF-8 on their own, so one decode for
+ * the lot; only when that fails is the region decoded line by line to find the bad ones.
+ */
 function splitRegion(state: Splitter, region: Uint8Array, lines: Line[]): void {
   let text: string;
   try {
     text = decoder.decode(region);
   } catch {
-    throw notText(state.no + firstUndecodableLine(region));
+    splitUndecodable(state, region, lines);
+    return;
   }
   // A line can only be too long when the region is: skip the per-line check in the common case.
   const check = region.length > state.maxLineBytes;
@@ -179,7 +183,8 @@ function endCarriedLine(state: Splitter, lines: Line[]): void {
   try {
     text = decoder.decode(bytes);
   } catch {
-    throw notText(no);
+    lines.push({ no, notText: true });
+    return;
   }
   pushText(no, text, lines);
 }
@@ -196,27 +201,24 @@ function overLimit(text: string, maxLineBytes: number): boolean {
   return text.length * 3 > maxLineBytes && Buffer.byteLength(text, 'utf8') > maxLineBytes;
 }
 
-function firstUndecodableLine(region: Uint8Array): number {
-  let start = 0;
-  for (let no = 1; ; no++) {
+/** The slow path of `splitRegion`: one decode per line, the undecodable ones yielded as `notText`. */
+function splitUndecodable(state: Splitter, region: Uint8Array, lines: Line[]): void {
+  for (let start = 0; start <= region.length; ) {
     const nl = region.indexOf(NEWLINE, start);
     const end = nl < 0 ? region.length : nl;
-    try {
-      decoder.decode(region.subarray(start, end));
-    } catch {
-      return no;
+    const no = ++state.no;
+    const bytes = region[end - 1] === 13 && end > start ? region.subarray(start, end - 1) : region.subarray(start, end);
+    if (bytes.length > state.maxLineBytes) {
+      lines.push({ no, tooLong: true });
+    } else {
+      let text: string | undefined;
+      try {
+        text = decoder.decode(bytes);
+      } catch {
+        lines.push({ no, notText: true });
+      }
+      if (text !== undefined) pushText(no, text, lines);
     }
-    if (nl < 0) return no;
-    start = nl + 1;
+    start = end + 1;
   }
-}
-
-function countNewlines(bytes: Uint8Array): number {
-  let count = 0;
-  for (let i = bytes.indexOf(NEWLINE); i >= 0; i = bytes.indexOf(NEWLINE, i + 1)) count++;
-  return count;
-}
-
-function notText(no: number): OperationOutcomeError {
-  return new OperationOutcomeError('unprocessable', `source is not UTF-8 text (binary data?) near line ${no}`);
 }

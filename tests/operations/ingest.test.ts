@@ -24,6 +24,12 @@ test('every kind of bad line is reported with its line number and reason', () =>
     ['{"resourceType":"Patient","id":"a b"}', 'not a valid FHIR id'],
     ['{"resourceType":"Patient","id":"a","name":[{"text":"\\u0000"}]}', '\\u0000'],
     ['{"resourceType":"Patient","id":"a","name":[{"text":"\\ud800"}]}', 'surrogate'],
+    ['{"resourceType":"Patient","id":"a","name":[{"text":"\0"}]}', 'invalid JSON'],
+    [`{"resourceType":"Patient","id":"a","extension":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, 'nested deeper than 200 levels'],
+    [`{"resourceType":"Patient","id":"a","x":${'{"a":'.repeat(201)}1${'}'.repeat(201)}}`, 'nested deeper than 200 levels'],
+    ['{"resourceType":"Patient","id":"a","multipleBirthInteger":1e999999}', 'number too large'],
+    ['{"resourceType":"Patient","id":"a","x":[-1E400]}', 'number too large'],
+    [`{"resourceType":"Patient","id":"a","x":${'9'.repeat(400)}}`, 'number too large'],
   ];
   for (const [text, reason] of cases) {
     const parsed = parseLine(line(text, 12), {});
@@ -33,6 +39,7 @@ test('every kind of bad line is reported with its line number and reason', () =>
       expect(parsed.message).toContain(reason);
     }
   }
+  expect(parseLine({ no: 4, notText: true }, {})).toEqual({ ok: false, line: 4, message: 'line is not valid UTF-8 text' });
   expect(parseLine({ no: 3, tooLong: true }, { maxLineBytes: 1024 })).toEqual({
     ok: false, line: 3, message: 'line is longer than the limit of 1024 bytes (FHIRHOSE_MAX_LINE_BYTES)',
   });
@@ -83,4 +90,14 @@ test('meta follows toStored: versionId and lastUpdated dropped, an emptied or em
   expect(json('{"resourceType":"Patient","id":"a"}', merge)).toEqual({ meta: { source: 'load' } });
   expect(json('{"resourceType":"Patient","id":"b"}', merge)).toEqual({ meta: { source: 'load' } });
   expect(merge).toEqual({ meta: { versionId: '9', source: 'load' } });
+});
+
+test('nesting up to 200 levels, brackets inside strings and large finite numbers are loaded', () => {
+  const ok = [
+    `{"resourceType":"Patient","id":"a","x":${'{"a":'.repeat(199)}1${'}'.repeat(199)}}`,
+    `{"resourceType":"Patient","id":"a","text":{"div":"${'[{'.repeat(500)}"}}`,
+    `{"resourceType":"Patient","id":"a","text":{"div":"\\"${'['.repeat(300)}"},"x":[${'[1],'.repeat(300)}1]}`,
+    '{"resourceType":"Patient","id":"a","x":1.7e308,"y":1e-999,"text":{"div":"null e999"}}',
+  ];
+  for (const text of ok) expect(parseLine(line(text), {}).ok).toBe(true);
 });

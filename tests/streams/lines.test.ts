@@ -1,6 +1,5 @@
 import { describe, expect, test } from 'bun:test';
 import path from 'node:path';
-import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
 import { countBytes, ndjsonLines, type Line } from '../../src/streams/lines.ts';
 
 const encoder = new TextEncoder();
@@ -31,15 +30,6 @@ async function collect(chunks: Uint8Array[], maxLineBytes = 1000, skipLines?: nu
   return { lines, bytesRead };
 }
 
-async function failure(chunks: Uint8Array[], maxLineBytes = 1000): Promise<OperationOutcomeError> {
-  try {
-    await collect(chunks, maxLineBytes);
-  } catch (error) {
-    expect(error).toBeInstanceOf(OperationOutcomeError);
-    return error as OperationOutcomeError;
-  }
-  throw new Error('expected the source to be rejected');
-}
 
 const mixed = '{"a":1}\r\n\n   \t\n{"b":"é€😀"}\n\r\n{"c":3}';
 const mixedLines = [
@@ -97,24 +87,32 @@ describe('ndjsonLines', () => {
     expect((await collect(bytewise(text), 100)).lines).toEqual(expected);
   });
 
-  test('rejects invalid UTF-8 as binary data, naming the line', async () => {
-    const bytes = new Uint8Array([...encoder.encode('{"a":1}\n{"b":2}\n{"c":"'), 0xc3, 0x28, ...encoder.encode('"}\n')]);
-    for (const chunks of [[bytes], bytewise(bytes)]) {
-      const error = await failure(chunks);
-      expect(error.code).toBe('unprocessable');
-      expect(error.message).toBe('source is not UTF-8 text (binary data?) near line 3');
+  test('a line of invalid UTF-8 is one notText line; the lines around it are read', async () => {
+    const bytes = new Uint8Array([...encoder.encode('{"a":1}\n{"b":2}\n{"c":"'), 0xc3, 0x28, ...encoder.encode('"}\r\n{"d":4}\n{"e":"'), 0xff, ...encoder.encode('"}')]);
+    const expected: Line[] = [
+      { no: 1, text: '{"a":1}' }, { no: 2, text: '{"b":2}' }, { no: 3, notText: true }, { no: 4, text: '{"d":4}' }, { no: 5, notText: true },
+    ];
+    for (const chunks of [[bytes], bytewise(bytes), [bytes.subarray(0, 20), bytes.subarray(20)]]) {
+      expect((await collect(chunks)).lines).toEqual(expected);
     }
   });
 
-  test('rejects a NUL byte as binary data', async () => {
-    const error = await failure([encoder.encode('{"a":1}\n\n{"b":"\0"}\n')]);
-    expect(error.message).toBe('source is not UTF-8 text (binary data?) near line 3');
+  test('a long line of invalid UTF-8 is reported as too long, not buffered', async () => {
+    const bytes = new Uint8Array([...new Uint8Array(200).fill(0xff), 10, ...encoder.encode('{"a":1}\n')]);
+    expect((await collect([bytes], 100)).lines).toEqual([{ no: 1, tooLong: true }, { no: 2, text: '{"a":1}' }]);
   });
 
-  test('rejects random bytes', async () => {
+  test('a NUL byte is left to the JSON parser: the line is yielded, the next ones too', async () => {
+    const { lines } = await collect([encoder.encode('{"a":1}\n\n{"b":"\0"}\n{"c":3}\n')]);
+    expect(lines).toEqual([{ no: 1, text: '{"a":1}' }, { no: 3, text: '{"b":"\0"}' }, { no: 4, text: '{"c":3}' }]);
+  });
+
+  test('random bytes are bad lines, never a thrown error', async () => {
     const random = new Uint8Array(64 * 1024);
     crypto.getRandomValues(random);
-    expect((await failure([random])).code).toBe('unprocessable');
+    const { lines } = await collect([random], 100_000);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.some((l) => 'notText' in l)).toBe(true);
   });
 
   test('skipLines consumes the first lines without yielding them; numbers stay absolute', async () => {
