@@ -10,6 +10,19 @@ function int(def: number, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error }).default(def);
 }
 
+/** A duration in seconds (fractions allowed), returned in milliseconds. */
+function seconds(def: number) {
+  const error = 'must be a number of seconds, more than 0';
+  return z.coerce.number({ error }).positive({ error }).default(def).transform((s) => Math.round(s * 1000));
+}
+
+/** Comma- or space-separated http(s) URL prefixes. */
+const urlPrefixes = z
+  .string()
+  .transform((v) => v.split(/[\s,]+/).filter(Boolean))
+  .refine((list) => list.every((p) => URL.canParse(p) && /^https?:$/.test(new URL(p).protocol)), 'must be http(s) URL prefixes separated by commas or spaces')
+  .optional();
+
 /** Values never echoed in an error: they may hold a password. */
 const SECRET_VARIABLES = new Set(['DATABASE_URL', 'FHIRHOSE_ROOT_SECRET', 'FHIRHOSE_READ_URL']);
 
@@ -29,6 +42,13 @@ const schema = z.object({
   FHIRHOSE_IMPORT_CONCURRENCY: int(2, 1, 64),
   FHIRHOSE_READ_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
   FHIRHOSE_READ_MAX_LAG_MS: int(10_000, 0),
+  FHIRHOSE_SOURCE_CONNECT_TIMEOUT: seconds(10),
+  FHIRHOSE_SOURCE_STALL_TIMEOUT: seconds(30),
+  FHIRHOSE_SOURCE_MIN_RATE: int(1024),
+  FHIRHOSE_SOURCE_RATE_WINDOW: seconds(60),
+  FHIRHOSE_SOURCE_ALLOW: urlPrefixes,
+  FHIRHOSE_MAX_SOURCE_BYTES: int(50 * 1000 ** 3, 1024),
+  FHIRHOSE_MAX_COMPRESSION_RATIO: int(200, 2),
   FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
 });
 
@@ -52,7 +72,23 @@ export interface Config {
   readUrl?: string;
   /** How long a bulk read waits for the standby to replay what the primary had committed (503 after). */
   readMaxLagMs: number;
+  /** The limits of `$load`/`$import` sources (SPEC §10). */
+  sources: SourceLimits;
   log: 'info' | 'quiet';
+}
+
+export interface SourceLimits {
+  /** URL prefixes an http(s) source must match; undefined: any host but link-local/metadata. */
+  allow?: string[];
+  connectTimeoutMs: number;
+  stallTimeoutMs: number;
+  /** Bytes per second over each `rateWindowMs` of waiting for the source. */
+  minRate: number;
+  rateWindowMs: number;
+  /** Bytes of ndjson a source may expand to (after gunzip). */
+  maxBytes: number;
+  /** Decompressed bytes per compressed byte above which a gzip is refused as a probable bomb. */
+  maxRatio: number;
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -81,6 +117,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     importConcurrency: e.FHIRHOSE_IMPORT_CONCURRENCY,
     readUrl: e.FHIRHOSE_READ_URL,
     readMaxLagMs: e.FHIRHOSE_READ_MAX_LAG_MS,
+    sources: {
+      allow: e.FHIRHOSE_SOURCE_ALLOW,
+      connectTimeoutMs: e.FHIRHOSE_SOURCE_CONNECT_TIMEOUT,
+      stallTimeoutMs: e.FHIRHOSE_SOURCE_STALL_TIMEOUT,
+      minRate: e.FHIRHOSE_SOURCE_MIN_RATE,
+      rateWindowMs: e.FHIRHOSE_SOURCE_RATE_WINDOW,
+      maxBytes: e.FHIRHOSE_MAX_SOURCE_BYTES,
+      maxRatio: e.FHIRHOSE_MAX_COMPRESSION_RATIO,
+    },
     log: e.FHIRHOSE_LOG,
   };
 }

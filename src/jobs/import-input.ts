@@ -18,7 +18,7 @@ import { BatchWriter } from './import-batch.ts';
 
 export interface InputJob {
   sql: Sql;
-  config: Pick<Config, 'importRoot' | 'importBatchLines' | 'maxLineBytes'>;
+  config: Pick<Config, 'importRoot' | 'importBatchLines' | 'maxLineBytes' | 'sources'>;
   sessionId: string;
   update: boolean;
   input: InputRow;
@@ -65,12 +65,12 @@ async function stream(job: InputJob, table: string): Promise<InputOutcome> {
   const { input, signal } = job;
   let source: Source;
   try {
-    source = await openSource(input.source, { importRoot: job.config.importRoot, signal });
+    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : failed(input, sourceError(shortName(input), error).message);
   }
   let rawBytes = 0;
-  const batches = ndjsonLines(gunzipIfNeeded(countBytes(source.stream, (n) => { rawBytes += n; })), {
+  const batches = ndjsonLines(gunzipIfNeeded(countBytes(source.stream, (n) => { rawBytes += n; }), job.config.sources), {
     maxLineBytes: job.config.maxLineBytes,
     skipLines: input.checkpoint,
   });

@@ -16,7 +16,7 @@ import { runningOutcome, validateLater } from './load-validation.ts';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
 import { SERVER_TYPES } from '../fhir/types.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
-import { gunzipIfNeeded } from '../streams/gzip.ts';
+import { gunzipIfNeeded, type ExpansionLimits } from '../streams/gzip.ts';
 import { ndjsonLines, type Line, type LineBatch } from '../streams/lines.ts';
 import { copyIntoStaging, createStaging, dropStaging, mergeStaging } from '../storage/staging.ts';
 import { checkStagingRefs, type LineError } from '../storage/staging-check.ts';
@@ -50,8 +50,9 @@ export async function load(
     refs: enable !== 'off' && checks !== 'struct',
     maxLineBytes: ctx.config.maxLineBytes,
   };
-  const source = await openSource(request.source, { importRoot: ctx.config.importRoot, signal: options.signal });
-  const lines = new LineReader(source, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, signal: options.signal });
+  const limits = ctx.config.sources;
+  const source = await openSource(request.source, { importRoot: ctx.config.importRoot, limits, signal: options.signal });
+  const lines = new LineReader(source, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, expansion: limits, signal: options.signal });
   const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
 
   const result = await ctx.sql
@@ -138,12 +139,12 @@ class LineReader {
   constructor(
     private readonly source: Source,
     private readonly options: LineOptions,
-    private readonly limits: { maxLineBytes: number; signal?: AbortSignal },
+    private readonly limits: { maxLineBytes: number; expansion: ExpansionLimits; signal?: AbortSignal },
   ) {}
 
   async *rows(): AsyncGenerator<GoodLine[]> {
     this.started = true;
-    const batches = ndjsonLines(gunzipIfNeeded(this.source.stream), { maxLineBytes: this.limits.maxLineBytes });
+    const batches = ndjsonLines(gunzipIfNeeded(this.source.stream, this.limits.expansion), { maxLineBytes: this.limits.maxLineBytes });
     try {
       for (;;) {
         let next: IteratorResult<LineBatch>;

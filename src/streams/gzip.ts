@@ -13,15 +13,33 @@ import { OperationOutcomeError } from '../fhir/outcome.ts';
 // truncation (even inside the trailer) and trailing garbage; it reads its input only as its output
 // is consumed.
 
+/** Bounds on what a source may expand to (SPEC §10: decompression is bounded). */
+export interface ExpansionLimits {
+  /** Bytes of output (decompressed, or plain) at most. */
+  maxBytes: number;
+  /** Output bytes per input byte at most, checked once the output passes RATIO_FLOOR. */
+  maxRatio: number;
+}
+
+/**
+ * The ratio is judged only past this much output: a small file may compress very well (a few
+ * repeated lines), and a bomb is refused after staging at most this much. Real ndjson compresses
+ * 5–20× (Synthea: 515 MB → 50.5 MB, above), far from the default bound of 200×.
+ */
+export const RATIO_FLOOR = 1024 * 1024;
+
 /**
  * Passes `input` through unchanged unless it starts with the gzip magic bytes 1f 8b, in which case
  * it is decompressed (multi-member gzip included). Pull-based. A truncated or corrupt gzip errors
  * the stream with OperationOutcomeError('unprocessable', 'gzip data is truncated …' / '… corrupt …');
- * errors of `input` itself pass through unchanged.
+ * errors of `input` itself pass through unchanged. With `limits`, output past `maxBytes` errors
+ * the stream with 'too-large', and a gzip expanding more than `maxRatio` times with
+ * 'unprocessable' (a probable gzip bomb); `input` is cancelled then.
  */
-export function gunzipIfNeeded(input: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+export function gunzipIfNeeded(input: ReadableStream<Uint8Array>, limits?: ExpansionLimits): ReadableStream<Uint8Array> {
   const reader = input.getReader();
   const failed: { error?: unknown } = {};
+  const counted = { input: 0, output: 0 };
   let output: ReadableStreamDefaultReader<Uint8Array> | undefined;
   let gzipped = false;
   return new ReadableStream<Uint8Array>(
@@ -30,17 +48,26 @@ export function gunzipIfNeeded(input: ReadableStream<Uint8Array>): ReadableStrea
         if (output === undefined) {
           const head = await sniff(reader);
           gzipped = head[0] === 0x1f && head[1] === 0x8b;
-          const rest = prepend(head, reader, failed);
+          const rest = prepend(head, reader, failed, counted);
           output = (gzipped ? rest.pipeThrough(bytes(new DecompressionStream('gzip'))) : rest).getReader();
         }
+        let chunk: Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>>;
         try {
-          const { done, value } = await output.read();
-          if (done) controller.close();
-          else controller.enqueue(value);
+          chunk = await output.read();
         } catch (error) {
           if (!gzipped || ('error' in failed && error === failed.error)) throw error;
           throw gzipError(error);
         }
+        if (chunk.done) return controller.close();
+        counted.output += chunk.value.length;
+        if (limits !== undefined) {
+          const refusal = overLimits(counted, limits, gzipped);
+          if (refusal !== undefined) {
+            await output.cancel(refusal.message).catch(() => {});
+            throw refusal;
+          }
+        }
+        controller.enqueue(chunk.value);
       },
       cancel(reason) {
         return output === undefined ? reader.cancel(reason) : output.cancel(reason);
@@ -102,25 +129,45 @@ async function sniff(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<U
   return head;
 }
 
+function overLimits(counted: { input: number; output: number }, limits: ExpansionLimits, gzipped: boolean): OperationOutcomeError | undefined {
+  if (counted.output > limits.maxBytes) {
+    return new OperationOutcomeError(
+      'too-large',
+      `the source expands to more than ${limits.maxBytes} bytes of ndjson (FHIRHOSE_MAX_SOURCE_BYTES)`,
+    );
+  }
+  if (gzipped && counted.output > RATIO_FLOOR && counted.output > limits.maxRatio * counted.input) {
+    return new OperationOutcomeError(
+      'unprocessable',
+      `the gzip expands more than ${limits.maxRatio} times (${counted.output} bytes from ${counted.input}), ` +
+        'refused as a probable gzip bomb (FHIRHOSE_MAX_COMPRESSION_RATIO)',
+    );
+  }
+  return undefined;
+}
+
 /** `head` then the rest of `reader`, remembering the input's own error to tell it from zlib's. */
 function prepend(
   head: Uint8Array,
   reader: ReadableStreamDefaultReader<Uint8Array>,
   failed: { error?: unknown },
+  counted: { input: number },
 ): ReadableStream<Uint8Array> {
   let first: Uint8Array | undefined = head.length > 0 ? head : undefined;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         if (first !== undefined) {
+          counted.input += first.length;
           controller.enqueue(first);
           first = undefined;
           return;
         }
         try {
           const { done, value } = await reader.read();
-          if (done) controller.close();
-          else controller.enqueue(value);
+          if (done) return controller.close();
+          counted.input += value.length;
+          controller.enqueue(value);
         } catch (error) {
           failed.error = error;
           throw error;

@@ -3,6 +3,9 @@ import { access, realpath, stat } from 'node:fs/promises';
 import { basename, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
+import type { SourceLimits } from '../config.ts';
+import { displayUrl, fetchConfined } from './outbound.ts';
+import { watchPace } from './pace.ts';
 
 /** An opened ndjson source: raw bytes (maybe gzipped), their size when known, a label for messages. */
 export interface Source {
@@ -12,16 +15,19 @@ export interface Source {
 }
 
 /**
- * Opens `url`: `http(s)://…` is fetched; `file:///abs/path` or `/abs/path` is read from disk, only
- * when its real path (symlinks resolved) lies under the real path of `importRoot`.
- * Rejects with OperationOutcomeError: 'bad-gateway' (unreachable, non-2xx), 'forbidden' (outside the
- * import root, unreadable), 'not-found', 'invalid' (other schemes, relative paths, directories),
- * all starting `Cannot load "<name>": `. An abort of `signal` rejects with the signal's reason.
- * Failures while the body streams (a dropped connection) error `stream`: see `sourceError`.
+ * Opens `url`: `http(s)://…` is fetched within `limits` (FHIRHOSE_SOURCE_ALLOW, redirects checked
+ * hop by hop, connect timeout; the body errors when it stalls or trickles: see outbound.ts and
+ * pace.ts); `file:///abs/path` or `/abs/path` is read from disk, only when its real path (symlinks
+ * resolved) lies under the real path of `importRoot`.
+ * Rejects with OperationOutcomeError: 'bad-gateway' (unreachable, non-2xx), 'timeout' (no answer in
+ * time), 'forbidden' (refused by FHIRHOSE_SOURCE_ALLOW or a metadata address, outside the import
+ * root, unreadable), 'not-found', 'invalid' (other schemes, relative paths, directories), all
+ * starting `Cannot load "<name>": `. An abort of `signal` rejects with the signal's reason.
+ * Failures while the body streams (a dropped connection, a stall) error `stream`: see `sourceError`.
  */
 export async function openSource(
   url: string,
-  options: { importRoot: string; signal?: AbortSignal; label?: string },
+  options: { importRoot: string; limits: SourceLimits; signal?: AbortSignal; label?: string },
 ): Promise<Source> {
   if (url.startsWith('/')) return openFile(url, url, options);
   let parsed: URL;
@@ -31,7 +37,7 @@ export async function openSource(
     throw failure('invalid', options.label ?? url, `${url} is neither a URL nor an absolute path`);
   }
   const name = options.label ?? lastSegment(parsed);
-  if (parsed.protocol === 'http:' || parsed.protocol === 'https:') return openHttp(parsed, name, options.signal);
+  if (parsed.protocol === 'http:' || parsed.protocol === 'https:') return openHttp(parsed, name, options);
   if (parsed.protocol !== 'file:') {
     throw failure('invalid', name, `${parsed.protocol}// sources are not supported (use http(s)://, file:// or an absolute path)`);
   }
@@ -67,24 +73,19 @@ export function sourceError(name: string, error: unknown): OperationOutcomeError
   return failure('bad-gateway', name, `reading failed mid-way (${reasonOf(error)})`, error);
 }
 
-async function openHttp(url: URL, name: string, signal: AbortSignal | undefined): Promise<Source> {
-  const shown = displayUrl(url);
-  let response: Response;
-  try {
-    response = await fetch(url, { signal });
-  } catch (error) {
-    if (signal?.aborted) throw signal.reason;
-    throw failure('bad-gateway', name, `${shown} is unreachable (${reasonOf(error)})`, error);
-  }
+async function openHttp(url: URL, name: string, options: { limits: SourceLimits; signal?: AbortSignal }): Promise<Source> {
+  const describe = (what: string) => `Cannot load "${name}": ${what}`;
+  const { response, url: final } = await fetchConfined(url, options.limits, { signal: options.signal, describe });
   if (!response.ok) {
     await response.body?.cancel().catch(() => {});
-    throw failure('bad-gateway', name, `${shown} answered HTTP ${response.status}`);
+    throw failure('bad-gateway', name, `${displayUrl(final)} answered HTTP ${response.status}`);
   }
   const length = response.headers.get('content-length');
   // With a Content-Encoding fetch decodes the body, so Content-Length no longer counts its bytes.
   const sized = length !== null && !response.headers.has('content-encoding') && /^\d+$/.test(length);
+  const body = response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
   return {
-    stream: response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() }),
+    stream: watchPace(body, options.limits, (what) => `${displayUrl(final)} ${what}`),
     bytesTotal: sized ? Number(length) : undefined,
     name,
   };
@@ -136,10 +137,6 @@ function lastSegment(url: URL): string {
   }
 }
 
-/** Without credentials or query string: pre-signed URLs carry secrets, and messages are stored. */
-function displayUrl(url: URL): string {
-  return `${url.protocol}//${url.host}${url.pathname}`;
-}
 
 function reasonOf(error: unknown): string {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };

@@ -14,6 +14,10 @@ export interface SourceBehaviour {
   dropAfter?: number;
   /** After this many bytes, send nothing more until `release(path)` (or the server stops). */
   holdAfter?: number;
+  /** Answer 302 with this Location (absolute, or a path on this server). */
+  redirect?: string;
+  /** Send no Content-Length (a chunked body of unknown size). */
+  unsized?: boolean;
 }
 
 export interface SourceServer {
@@ -43,7 +47,9 @@ export function startSourceServer(): SourceServer {
       if (!file) return new Response('not found', { status: 404 });
       const { body, behaviour } = file;
       if (behaviour.status) return new Response(null, { status: behaviour.status });
-      if (!behaviour.trickle && behaviour.dropAfter === undefined && behaviour.holdAfter === undefined) return new Response(body as Uint8Array<ArrayBuffer>);
+      if (behaviour.redirect) return new Response(null, { status: 302, headers: { location: behaviour.redirect } });
+      if (request.method === 'HEAD') return new Response(null, { headers: behaviour.unsized ? {} : { 'content-length': String(body.length) } });
+      if (!behaviour.trickle && behaviour.dropAfter === undefined && behaviour.holdAfter === undefined && !behaviour.unsized) return new Response(body as Uint8Array<ArrayBuffer>);
       let sent = 0;
       const step = behaviour.trickle?.bytes ?? 64 * 1024;
       const stream = new ReadableStream<Uint8Array>({
@@ -64,7 +70,7 @@ export function startSourceServer(): SourceServer {
           sent = end;
         },
       }, { highWaterMark: 0 });
-      return new Response(stream, { headers: { 'content-length': String(body.length) } });
+      return new Response(stream, { headers: behaviour.unsized ? {} : { 'content-length': String(body.length) } });
     },
   });
   return {

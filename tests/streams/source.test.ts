@@ -5,6 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
 import { openSource, resolveImportPath, sourceError } from '../../src/streams/source.ts';
+import { loadConfig } from '../../src/config.ts';
+
+const limits = loadConfig({}).sources;
 
 const body = '{"resourceType":"Patient","id":"a"}\n{"resourceType":"Patient","id":"b"}\n';
 
@@ -65,21 +68,21 @@ async function rejection(promise: Promise<unknown>): Promise<OperationOutcomeErr
 
 describe('openSource over HTTP', () => {
   test('streams a 200 body with its size and name', async () => {
-    const source = await openSource(`${base}/Patient.ndjson?sig=abc`, { importRoot: root });
+    const source = await openSource(`${base}/Patient.ndjson?sig=abc`, { importRoot: root, limits });
     expect(source.name).toBe('Patient.ndjson');
     expect(source.bytesTotal).toBe(body.length);
     expect(await new Response(source.stream).text()).toBe(body);
   });
 
   test('leaves bytesTotal unknown when the body has a Content-Encoding', async () => {
-    const source = await openSource(`${base}/Patient.ndjson.gz`, { importRoot: root, label: 'patients' });
+    const source = await openSource(`${base}/Patient.ndjson.gz`, { importRoot: root, limits, label: 'patients' });
     expect(source.name).toBe('patients');
     expect(source.bytesTotal).toBeUndefined();
     expect(await new Response(source.stream).text()).toBe(body);
   });
 
   test('an HTTP 404 is a bad gateway that names the source, without the query string', async () => {
-    const error = await rejection(openSource(`${base}/Missing.ndjson?token=s3cret`, { importRoot: root }));
+    const error = await rejection(openSource(`${base}/Missing.ndjson?token=s3cret`, { importRoot: root, limits }));
     expect(error.code).toBe('bad-gateway');
     expect(error.message).toBe(`Cannot load "Missing.ndjson": ${base}/Missing.ndjson answered HTTP 404`);
   });
@@ -88,13 +91,13 @@ describe('openSource over HTTP', () => {
     const closed = Bun.serve({ port: 0, fetch: () => new Response() });
     const url = `http://127.0.0.1:${closed.port}/Patient.ndjson`;
     closed.stop(true);
-    const error = await rejection(openSource(url, { importRoot: root }));
+    const error = await rejection(openSource(url, { importRoot: root, limits }));
     expect(error.code).toBe('bad-gateway');
     expect(error.message).toStartWith(`Cannot load "Patient.ndjson": ${url} is unreachable (`);
   });
 
   test('a connection dropped mid-body errors the stream; sourceError makes it a bad gateway', async () => {
-    const source = await openSource(dropUrl, { importRoot: root });
+    const source = await openSource(dropUrl, { importRoot: root, limits });
     expect(source.bytesTotal).toBe(100000);
     let caught: unknown;
     try {
@@ -111,7 +114,7 @@ describe('openSource over HTTP', () => {
   test('an aborted signal rejects with its reason', async () => {
     const controller = new AbortController();
     controller.abort(new Error('shutting down'));
-    await expect(openSource(`${base}/Patient.ndjson`, { importRoot: root, signal: controller.signal })).rejects.toThrow('shutting down');
+    await expect(openSource(`${base}/Patient.ndjson`, { importRoot: root, limits, signal: controller.signal })).rejects.toThrow('shutting down');
   });
 });
 
@@ -119,11 +122,11 @@ describe('openSource over files', () => {
   test('reads a file under the import root, as a path or a file:// URL', async () => {
     const path = join(root, 'sub', 'Patient.ndjson');
     for (const url of [path, `file://${path}`, join(root, 'sub', '..', 'sub', 'Patient.ndjson'), join(root, 'alias.ndjson')]) {
-      const source = await openSource(url, { importRoot: root });
+      const source = await openSource(url, { importRoot: root, limits });
       expect(source.bytesTotal).toBe(body.length);
       expect(await new Response(source.stream).text()).toBe(body);
     }
-    expect((await openSource(path, { importRoot: root })).name).toBe('Patient.ndjson');
+    expect((await openSource(path, { importRoot: root, limits })).name).toBe('Patient.ndjson');
   });
 
   test('refuses paths outside the import root: `..`, symlinks, absolute paths elsewhere', async () => {
@@ -134,7 +137,7 @@ describe('openSource over files', () => {
       '/etc/hostname',
       join(root, '..', 'no-such.ndjson'),
     ]) {
-      const error = await rejection(openSource(url, { importRoot: root }));
+      const error = await rejection(openSource(url, { importRoot: root, limits }));
       expect(error.code).toBe('forbidden');
       expect(error.message).toEndWith(`${url} is outside FHIRHOSE_IMPORT_ROOT`);
     }
@@ -142,12 +145,12 @@ describe('openSource over files', () => {
 
   test('a missing file under the root is not found; a directory or another scheme is invalid', async () => {
     const missing = join(root, 'sub', 'Nope.ndjson');
-    const notFound = await rejection(openSource(missing, { importRoot: root }));
+    const notFound = await rejection(openSource(missing, { importRoot: root, limits }));
     expect(notFound.code).toBe('not-found');
     expect(notFound.message).toBe(`Cannot load "Nope.ndjson": ${missing} does not exist`);
-    expect((await rejection(openSource(join(root, 'sub'), { importRoot: root }))).code).toBe('invalid');
-    expect((await rejection(openSource('ftp://example.org/a.ndjson', { importRoot: root }))).code).toBe('invalid');
-    expect((await rejection(openSource('sub/Patient.ndjson', { importRoot: root }))).code).toBe('invalid');
+    expect((await rejection(openSource(join(root, 'sub'), { importRoot: root, limits }))).code).toBe('invalid');
+    expect((await rejection(openSource('ftp://example.org/a.ndjson', { importRoot: root, limits }))).code).toBe('invalid');
+    expect((await rejection(openSource('sub/Patient.ndjson', { importRoot: root, limits }))).code).toBe('invalid');
   });
 
   test('resolveImportPath confines a resource-file path to the import root', async () => {

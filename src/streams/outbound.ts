@@ -1,0 +1,142 @@
+/**
+ * Every outbound fetch of a source goes through here (SPEC §10: outbound fetches are confined).
+ * A URL is fetched only when it matches FHIRHOSE_SOURCE_ALLOW (when set) and its host resolves to
+ * no link-local or cloud metadata address; redirects are followed by hand, each hop checked again,
+ * at most MAX_REDIRECTS of them; the response headers must arrive within the connect timeout.
+ *
+ * Loopback and private addresses are allowed by default: a source on the same machine or network
+ * is the common case (and the tests' sources listen on 127.0.0.1). The check resolves the name
+ * itself, so a name pointing at 169.254.169.254 is refused like the address; a DNS answer that
+ * changes between this check and the connection (rebinding) is not caught: where users are not
+ * trusted, set FHIRHOSE_SOURCE_ALLOW to the hosts they may read.
+ */
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { OperationOutcomeError } from '../fhir/outcome.ts';
+
+export const MAX_REDIRECTS = 5;
+
+export interface OutboundLimits {
+  /** URL prefixes; undefined: any http(s) URL not refused by address. */
+  allow?: string[];
+  connectTimeoutMs: number;
+}
+
+/** Names of metadata services that must never be fetched, whatever they resolve to. */
+const METADATA_NAMES = new Set(['metadata.google.internal', 'metadata.goog', 'metadata', 'instance-data', 'instance-data.ec2.internal']);
+
+/**
+ * Fetches `url` with `init`, following up to MAX_REDIRECTS redirects, each checked by
+ * `checkDestination`. Rejects with OperationOutcomeError: 'forbidden' (refused URL or redirect
+ * target), 'timeout' (no response headers within the connect timeout), 'bad-gateway' (unreachable,
+ * too many redirects). An abort of `init.signal` rejects with its reason. Messages never show
+ * credentials or query strings; `describe` prefixes them (`Cannot load "x": `).
+ */
+export async function fetchConfined(
+  url: URL,
+  limits: OutboundLimits,
+  init: { method?: string; signal?: AbortSignal; describe: (what: string) => string },
+): Promise<{ response: Response; url: URL }> {
+  let current = url;
+  for (let hop = 0; ; hop++) {
+    await checkDestination(current, limits, init.describe);
+    const response = await fetchWithin(current, limits.connectTimeoutMs, init);
+    const location = response.headers.get('location');
+    if (response.status < 300 || response.status > 399 || location === null) return { response, url: current };
+    await response.body?.cancel().catch(() => {});
+    if (hop === MAX_REDIRECTS) {
+      throw new OperationOutcomeError('bad-gateway', init.describe(`${displayUrl(url)} redirected more than ${MAX_REDIRECTS} times`));
+    }
+    let next: URL;
+    try {
+      next = new URL(location, current);
+    } catch {
+      throw new OperationOutcomeError('bad-gateway', init.describe(`${displayUrl(current)} redirected to an invalid URL`));
+    }
+    const { describe } = init;
+    const via = `${displayUrl(current)} redirected to ${displayUrl(next)}, which is refused: `;
+    init = { ...init, describe: (what) => describe(via + what) };
+    current = next;
+  }
+}
+
+/**
+ * Refuses `url` unless it is http(s), matches an allowed prefix (when a list is set), and its host
+ * is not a metadata name and resolves to no link-local or metadata address.
+ */
+export async function checkDestination(url: URL, limits: OutboundLimits, describe: (what: string) => string): Promise<void> {
+  const refuse = (why: string) => new OperationOutcomeError('forbidden', describe(`${displayUrl(url)} ${why}`));
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw refuse('is not an http(s) URL');
+  if (limits.allow !== undefined && !limits.allow.some((prefix) => matchesPrefix(url, prefix))) {
+    throw refuse('is not under any prefix of FHIRHOSE_SOURCE_ALLOW');
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
+  if (METADATA_NAMES.has(host)) throw refuse('is a cloud metadata service');
+  let addresses: string[];
+  if (isIP(host)) {
+    addresses = [host];
+  } else {
+    try {
+      addresses = (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+    } catch (error) {
+      throw new OperationOutcomeError('bad-gateway', describe(`${displayUrl(url)} is unreachable (${(error as { code?: string }).code ?? 'DNS lookup failed'})`));
+    }
+  }
+  const bad = addresses.find(isForbiddenAddress);
+  if (bad !== undefined) throw refuse(`resolves to ${bad}, a link-local or cloud metadata address`);
+}
+
+/** Link-local (169.254.0.0/16, fe80::/10, where the metadata services live) and known metadata addresses. */
+export function isForbiddenAddress(address: string): boolean {
+  const lower = address.toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+  const v4 = mapped ? mapped[1]! : isIP(lower) === 4 ? lower : undefined;
+  if (v4 !== undefined) {
+    const [a, b] = v4.split('.').map(Number);
+    // 100.100.100.200: Alibaba Cloud's metadata service.
+    return (a === 169 && b === 254) || v4 === '100.100.100.200';
+  }
+  if (isIP(lower) !== 6) return false;
+  const first = parseInt(lower.split(':')[0] || '0', 16);
+  // fe80::/10 link-local; fd00:ec2::254 is AWS's IPv6 instance metadata address.
+  // (URL and DNS answers give IPv6 in its compressed form.)
+  return (first & 0xffc0) === 0xfe80 || lower === 'fd00:ec2::254';
+}
+
+/**
+ * Same scheme, host and port as `prefix` (compared parsed, so `http://a.org` never matches
+ * `http://a.org.evil.net` or `http://a.org@evil.net`), and a path that starts with its path.
+ */
+function matchesPrefix(url: URL, prefix: string): boolean {
+  let p: URL;
+  try {
+    p = new URL(prefix);
+  } catch {
+    return false;
+  }
+  return p.protocol === url.protocol && p.host === url.host && url.pathname.startsWith(p.pathname);
+}
+
+async function fetchWithin(url: URL, timeoutMs: number, init: { method?: string; signal?: AbortSignal; describe: (what: string) => string }): Promise<Response> {
+  const connect = new AbortController();
+  const timer = setTimeout(() => connect.abort(new Error('connect timeout')), timeoutMs);
+  const signal = init.signal ? AbortSignal.any([init.signal, connect.signal]) : connect.signal;
+  try {
+    return await fetch(url, { method: init.method ?? 'GET', signal, redirect: 'manual' });
+  } catch (error) {
+    if (init.signal?.aborted) throw init.signal.reason;
+    if (connect.signal.aborted) {
+      throw new OperationOutcomeError('timeout', init.describe(`${displayUrl(url)} sent no response within ${timeoutMs / 1000} s (FHIRHOSE_SOURCE_CONNECT_TIMEOUT)`));
+    }
+    const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+    const reason = typeof code === 'string' && code !== '' ? code : String(message ?? error);
+    throw new OperationOutcomeError('bad-gateway', init.describe(`${displayUrl(url)} is unreachable (${reason})`), { cause: error });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Without credentials or query string: pre-signed URLs carry secrets, and messages are stored. */
+export function displayUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
