@@ -53,7 +53,7 @@ function enoughOpeners(text: string, max: number): boolean {
 
 /** True when the parsed `value` nests objects/arrays deeper than `max` (walks at most `max` levels). */
 export function valueDeeperThan(value: unknown, max = MAX_JSON_DEPTH): boolean {
-  return deeper(value, max + 1);
+  return deeper(value, max);
 }
 
 function deeper(value: unknown, budget: number): boolean {

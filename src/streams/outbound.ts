@@ -89,8 +89,7 @@ export async function checkDestination(url: URL, limits: OutboundLimits, describ
 /** Link-local (169.254.0.0/16, fe80::/10, where the metadata services live) and known metadata addresses. */
 export function isForbiddenAddress(address: string): boolean {
   const lower = address.toLowerCase();
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
-  const v4 = mapped ? mapped[1]! : isIP(lower) === 4 ? lower : undefined;
+  const v4 = isIP(lower) === 4 ? lower : mappedV4(lower);
   if (v4 !== undefined) {
     const [a, b] = v4.split('.').map(Number);
     // 100.100.100.200: Alibaba Cloud's metadata service.
@@ -101,6 +100,16 @@ export function isForbiddenAddress(address: string): boolean {
   // fe80::/10 link-local; fd00:ec2::254 is AWS's IPv6 instance metadata address.
   // (URL and DNS answers give IPv6 in its compressed form.)
   return (first & 0xffc0) === 0xfe80 || lower === 'fd00:ec2::254';
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 one: `::ffff:169.254.1.2` or (as URL writes it) `::ffff:a9fe:102`. */
+function mappedV4(address: string): string | undefined {
+  const dotted = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(address);
+  if (dotted) return dotted[1];
+  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(address);
+  if (!hex) return undefined;
+  const [high, low] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
+  return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
 
 /**

@@ -89,6 +89,20 @@ describe('content: errors', () => {
     await expectOutcome(await server.request('/Patient', { method: 'POST', body: '', headers: { 'content-type': 'application/json' } }), 400, /body is empty/);
   });
 
+  test('a body nested deeper than 200 levels → 400 (not 500) on PUT, POST and PUT /; 200 levels are fine', async () => {
+    const deep = (n: number) => `{"resourceType":"Patient","extension":${'['.repeat(n)}${']'.repeat(n)}}`;
+    const json = { 'content-type': 'application/json' };
+    for (const n of [201, 100_000]) {
+      await expectOutcome(await server.request('/Patient/deep', { method: 'PUT', body: deep(n), headers: json }), 400, /nested deeper than 200 levels/);
+      await expectOutcome(await server.request('/Patient', { method: 'POST', body: deep(n), headers: json }), 400, /nested deeper than 200 levels/);
+      await expectOutcome(await server.request('/', { method: 'PUT', body: `[${deep(n)}]`, headers: json }), 400, /nested deeper than 200 levels/);
+      await expectOutcome(await server.request('/Patient/deep', { method: 'PUT', body: '['.repeat(n) + ']'.repeat(n), headers: { 'content-type': 'text/yaml' } }), 400, /nested deeper than 200 levels/);
+    }
+    expect((await server.request('/Patient/deep')).status).toBe(404);
+    const ok = await server.request('/Patient/shallow', { method: 'PUT', body: `{"extension":[{"url":"u","valueString":"${'['.repeat(500)}"}]}`, headers: json });
+    expect(ok.status).toBe(201);
+  });
+
   test('a body that is not UTF-8 → 400', async () => {
     await expectOutcome(await server.request('/Patient', { method: 'POST', body: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), headers: { 'content-type': 'application/json' } }), 400, /not UTF-8/);
   });
