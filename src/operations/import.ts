@@ -13,6 +13,7 @@ import { sessionView, type SessionView } from './import-view.ts';
 import { hashSecret, verifySecret } from '../auth/secrets.ts';
 import { OperationOutcomeError, forbidden, invalid, notFound } from '../fhir/outcome.ts';
 import { resolveImportPath } from '../streams/source.ts';
+import { checkDestination } from '../streams/outbound.ts';
 import {
   insertSession, listSessions, lockSession, readSession, secretHashOf, setInputStatus, writeSession,
   type NewInput, type SessionResource,
@@ -95,11 +96,16 @@ async function start(ctx: OperationContext, runner: ImportNotifier, request: Imp
 async function locate(ctx: OperationContext, input: ImportInputRequest, i: number): Promise<NewInput> {
   const base = { type: input.type, url: input.url, storage: input.storage };
   if (input.storage === 'url' && /^https?:\/\//i.test(input.url)) {
+    let url: URL;
     try {
-      new URL(input.url);
+      url = new URL(input.url);
     } catch {
       throw invalid(`Invalid $import request: inputs[${i}].url "${input.url}" is not a valid URL`);
     }
+    // Refused now rather than when read (SPEC §10); a DNS failure is left to the runner to report.
+    await checkDestination(url, ctx.config.sources, (what) => `inputs[${i}]: ${what}`).catch((error: unknown) => {
+      if (error instanceof OperationOutcomeError && error.code === 'forbidden') throw error;
+    });
     return { ...base, source: input.url };
   }
   let local = input.url;
