@@ -2,6 +2,7 @@
  * Composition: config → database (embedded or DATABASE_URL) → migrations → root client →
  * job runner → Bun.serve; `stop()` shuts down in the reverse order.
  */
+import { mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import type { Config } from './config.ts';
 import { connect, type Sql } from './storage/db.ts';
@@ -32,6 +33,10 @@ export function createLogger(config: Pick<Config, 'log'>): (line: string) => voi
 export async function startServer(config: Config, log = createLogger(config)): Promise<RunningServer> {
   // Before the database starts: a busy PORT is one clear line, not a PostgreSQL started for nothing.
   if (config.port !== 0 && !(await canListen(config.host, config.port))) throw portInUse(config.port);
+  // The README's file:// examples read from ./import: a missing root is created, not a 500 later.
+  await mkdir(config.importRoot, { recursive: true }).catch((error: unknown) => {
+    throw new Error(`FHIRHOSE_IMPORT_ROOT ${config.importRoot} cannot be created (${(error as { code?: string }).code ?? String(error)})`);
+  });
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {

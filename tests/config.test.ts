@@ -16,6 +16,22 @@ describe('config: happy', () => {
     expect(c.readMaxLagMs).toBe(10_000);
     expect(c.dataDir).toBe(path.resolve('./data'));
     expect(c.importRoot).toBe(path.resolve('./import'));
+    expect(c.sources).toEqual({
+      allow: undefined, connectTimeoutMs: 10_000, stallTimeoutMs: 30_000, minRate: 1024, rateWindowMs: 60_000,
+      maxBytes: 50_000_000_000, maxRatio: 200,
+    });
+  });
+
+  test('source limits: seconds may be fractions; FHIRHOSE_SOURCE_ALLOW is a comma or space list of URL prefixes', () => {
+    const c = loadConfig({
+      FHIRHOSE_SOURCE_CONNECT_TIMEOUT: '0.5', FHIRHOSE_SOURCE_STALL_TIMEOUT: '2', FHIRHOSE_SOURCE_MIN_RATE: '0', FHIRHOSE_SOURCE_RATE_WINDOW: '1.5',
+      FHIRHOSE_SOURCE_ALLOW: 'https://a.org/exports/, http://127.0.0.1:9000/  https://b.net',
+      FHIRHOSE_MAX_SOURCE_BYTES: '1048576', FHIRHOSE_MAX_COMPRESSION_RATIO: '50',
+    });
+    expect(c.sources).toEqual({
+      allow: ['https://a.org/exports/', 'http://127.0.0.1:9000/', 'https://b.net'], connectTimeoutMs: 500, stallTimeoutMs: 2000,
+      minRate: 0, rateWindowMs: 1500, maxBytes: 1_048_576, maxRatio: 50,
+    });
   });
 
   test('values are read from the environment; relative folders become absolute; blank means unset', () => {
@@ -34,6 +50,10 @@ describe('config: errors', () => {
     [{ FHIRHOSE_BODY_LIMIT: '10' }, 'Invalid configuration: FHIRHOSE_BODY_LIMIT="10" must be a whole number, at least 1024'],
     [{ FHIRHOSE_READ_MAX_LAG_MS: '-1' }, 'Invalid configuration: FHIRHOSE_READ_MAX_LAG_MS="-1" must be a whole number, at least 0'],
     [{ FHIRHOSE_LOG: 'debug' }, 'Invalid configuration: FHIRHOSE_LOG="debug" must be info or quiet'],
+    [{ FHIRHOSE_SOURCE_STALL_TIMEOUT: '0' }, 'Invalid configuration: FHIRHOSE_SOURCE_STALL_TIMEOUT="0" must be a number of seconds, more than 0'],
+    [{ FHIRHOSE_SOURCE_CONNECT_TIMEOUT: 'soon' }, 'Invalid configuration: FHIRHOSE_SOURCE_CONNECT_TIMEOUT="soon" must be a number of seconds, more than 0'],
+    [{ FHIRHOSE_SOURCE_ALLOW: 'ftp://a.org/, http://b.org/' }, 'Invalid configuration: FHIRHOSE_SOURCE_ALLOW="ftp://a.org/, http://b.org/" must be http(s) URL prefixes separated by commas or spaces'],
+    [{ FHIRHOSE_MAX_COMPRESSION_RATIO: '1' }, 'Invalid configuration: FHIRHOSE_MAX_COMPRESSION_RATIO="1" must be a whole number, at least 2'],
   ];
   for (const [env, message] of cases) {
     test(`${Object.entries(env)[0]!.join('=')} is refused with one line naming it`, () => {

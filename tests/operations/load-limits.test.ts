@@ -5,6 +5,7 @@
  * the tables are unchanged.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
+import { stat } from 'node:fs/promises';
 import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -135,3 +136,16 @@ async function databaseSize(): Promise<number> {
   const [row] = await server.sql`select pg_database_size(current_database())::float8 as size`;
   return row!.size as number;
 }
+
+test('a missing FHIRHOSE_IMPORT_ROOT is created at start: a file:// source under it is 404, not 500', async () => {
+  const root = `${server.importRoot}/created/at/start`;
+  const fresh = await startTestServer({ FHIRHOSE_IMPORT_ROOT: root });
+  try {
+    expect((await stat(root)).isDirectory()).toBe(true);
+    const res = await fresh.request('/$load', { method: 'POST', json: { source: `file://${root}/Patient.ndjson` } });
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { message: string }).message).toContain('does not exist');
+  } finally {
+    await fresh.stop();
+  }
+});
