@@ -13,7 +13,9 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { connect, type Sql } from '../../src/storage/db.ts';
+import { connect, ident, type Sql } from '../../src/storage/db.ts';
+import { historyTableOf, tableOf } from '../../src/fhir/types.ts';
+import type { DataSet, DataSetName } from './data.ts';
 
 export interface BenchEnv {
   /** fhirhose base URL, e.g. http://127.0.0.1:18080 */
@@ -29,6 +31,12 @@ export interface BenchEnv {
   rounds: number;
   server: ServerProcess;
   print(line?: string): void;
+  /** --data: the data sets to run on (patients, mix, small) */
+  data: DataSetName[];
+  /** The data set `name` of `rows` lines (the last one built is kept for the next part). */
+  dataSet(name: DataSetName, rows: number): DataSet;
+  /** Prints the data set's per-type size histogram, the first time only. */
+  describe(data: DataSet): void;
 }
 
 export interface ServerProcess {
@@ -139,17 +147,6 @@ export function median(values: number[]): number {
 
 export const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
-/** One line of a results table: label, then per-round rates, median and best. */
-export function rateLine(label: string, rows: number, seconds: number[]): string {
-  const rates = seconds.map((s) => rows / s);
-  return `${label.padEnd(34)} ${rates.map((r) => fmt(r).padStart(9)).join(' ')}   median ${fmt(median(rates)).padStart(9)}/s   best ${fmt(Math.max(...rates)).padStart(9)}/s`;
-}
-
-export function ratioLine(label: string, ours: number[], raw: number[], target: number): string {
-  const ratio = median(raw) / median(ours); // same rows: rate ratio = inverse time ratio
-  return `${label.padEnd(34)} ${fmt(ratio, 2)}× (median time raw / median time fhirhose; target ≥ ${target}) ${ratio >= target ? 'OK' : 'BELOW TARGET'}`;
-}
-
 /** Sample Patients: the Synthea sample from ../shared (or /work/shared) when present, else tests/fixtures. */
 export function samplePatients(): Record<string, unknown>[] {
   const candidates = [
@@ -160,15 +157,6 @@ export function samplePatients(): Record<string, unknown>[] {
   const file = candidates.find((f) => fs.existsSync(f));
   if (!file) throw new Error('no Synthea Patient sample found');
   return fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
-/** `n` realistic Patients as ndjson lines (Synthea samples repeated, ids made unique). */
-export function* patientLines(n: number, idPrefix = 'bench-'): Generator<string> {
-  const samples = samplePatients();
-  for (let i = 0; i < n; i++) {
-    const sample = samples[i % samples.length]!;
-    yield JSON.stringify({ ...sample, id: `${idPrefix}${i}` });
-  }
 }
 
 /**
@@ -200,25 +188,14 @@ export async function fillPatients(sql: Sql, n: number, options: { from?: number
   });
 }
 
-/** CPU seconds (user + system) a process has used so far; 0 once it is gone. Linux only. */
-export function processCpuSeconds(pid: number): number {
-  try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
-  } catch {
-    return 0;
-  }
+/** Empties the resource tables (and their history) of `types`. */
+export async function truncate(sql: Sql, types: string[]): Promise<void> {
+  await sql.unsafe(`truncate ${types.flatMap((t) => [ident(tableOf(t)), ident(historyTableOf(t))]).join(', ')}`);
 }
 
-/** CPU seconds so far of the PostgreSQL backends whose application_name is `app`, by pid. */
-export async function backendCpuSeconds(sql: Sql, app: string): Promise<Map<number, number>> {
-  const rows = await sql`select pid from pg_stat_activity where application_name = ${app}`;
-  return new Map(rows.map((r) => [Number(r.pid), processCpuSeconds(Number(r.pid))]));
-}
-
-/** CPU seconds used between two backendCpuSeconds() maps (backends started in between count whole). */
-export function cpuBetween(before: Map<number, number>, after: Map<number, number>): number {
-  let total = 0;
-  for (const [pid, seconds] of after) total += seconds - (before.get(pid) ?? 0);
-  return total;
+/** A `text` block for the report. */
+export function block(print: (line?: string) => void, lines: string[]): void {
+  print('```text');
+  for (const line of lines) print(line);
+  print('```');
 }

@@ -1,23 +1,34 @@
 /**
- * Export half of `npm run bench` (SPEC §9): `GET /Patient/$dump` over HTTP against raw
- * `COPY (select resource from patient) TO STDOUT` through postgres.js, on the same rows of the same
- * PostgreSQL, alternating round by round so that both see the same machine load. Both sides read
- * every byte and count the lines, after one untimed warm-up round each. Then the server's peak RSS
- * at 100k and at N rows, and the Aidbox demo (100,000 hand-inserted Patients through `$dump`,
- * target under 1 s).
+ * Export part of `npm run bench` (SPEC §9): `GET /<Type>/$dump` over HTTP against, in the same
+ * run (scripts/bench/trial.ts), raw `COPY (select resource from <table>) TO STDOUT` through
+ * postgres.js of the same rows, on one connection (the baseline) and as two COPYs of the table's
+ * halves at once (the two-core limit); see scripts/bench/raw.ts. Every side reads every byte and
+ * counts the lines, after one untimed warm-up round each.
+ *
+ * Patients: 100k rows, then --rows, with the server's peak RSS at each size, and the Aidbox demo
+ * (100,000 hand-inserted Patients through `$dump`, target under 1 s). The Synthea mix and small
+ * resources: --rows lines over their types, each type dumped in turn.
  */
 import fs from 'node:fs';
-import { connect } from '../../src/storage/db.ts';
-import {
-  backendCpuSeconds, cpuBetween, fillPatients, fmt, median, processCpuSeconds, rateLine, ratioLine, timed, type BenchEnv,
-} from './common.ts';
-
-const NEWLINE = 0x0a;
+import { ident } from '../../src/storage/db.ts';
+import { tableOf } from '../../src/fhir/types.ts';
+import type { DataSet } from './data.ts';
+import { countLines, rawDump, rawLoad } from './raw.ts';
+import { trial, rateLine } from './trial.ts';
+import { fillPatients, fmt, median, timed, truncate, type BenchEnv } from './common.ts';
 
 export async function run(env: BenchEnv): Promise<void> {
   const { print } = env;
-  print('## Export: GET /Patient/$dump vs raw COPY');
+  print('## Export: GET /<Type>/$dump vs raw COPY (1 connection, and 2 at once)');
   print();
+  for (const name of env.data) {
+    if (name === 'patients') await patients(env);
+    else await mixed(env, env.dataSet(name, env.rows));
+  }
+}
+
+async function patients(env: BenchEnv): Promise<void> {
+  const { print } = env;
   const small = Math.min(100_000, env.rows);
   const sizes = env.rows > small ? [small, env.rows] : [small];
   const peaks: string[] = [];
@@ -27,46 +38,27 @@ export async function run(env: BenchEnv): Promise<void> {
     filled = rows;
     const [size] = await env.sql`select pg_size_pretty(pg_total_relation_size('patient')) as size,
       (select avg(length(resource::text))::int from (select resource from patient limit 1000) s) as bytes`;
-    print(`${fmt(rows)} Synthea Patients in \`patient\` (${size!.size}; ~${size!.bytes} bytes of JSON each; filled by raw COPY in ${fmt(seconds, 1)} s)`);
+    print(`### ${fmt(rows)} Synthea Patients in \`patient\` (${size!.size}; ~${size!.bytes} bytes of JSON each; filled by raw COPY in ${fmt(seconds, 1)} s)`);
+    print();
     print('```text');
-    print(`${'rows/s per round'.padEnd(34)} ${Array.from({ length: env.rounds }, (_, i) => `round ${i + 1}`.padStart(9)).join(' ')}`);
-    const raw: number[] = [];
-    const ours: number[] = [];
-    if (rows === sizes[0]) {
-      // one untimed round each first: both sides then run JIT-compiled code (server and bench)
-      expectLines((await rawCopy(env.databaseUrl)).lines, rows, 'raw COPY');
-      expectLines(await dumpOverHttp(env, '/Patient/$dump'), rows, '$dump');
-    }
     env.server.resetPeak();
-    const cpu = { rawPg: 0, rawClient: 0, pg: 0, server: 0, client: 0 };
-    for (let round = 0; round < env.rounds; round++) {
-      let client = process.cpuUsage();
-      raw.push(await timed(async () => {
-        const result = await rawCopy(env.databaseUrl);
-        expectLines(result.lines, rows, 'raw COPY');
-        cpu.rawPg += result.backendCpu;
-      }));
-      cpu.rawClient += cpuOf(process.cpuUsage(client));
-      const backends = await backendCpuSeconds(env.sql, 'fhirhose');
-      const server = processCpuSeconds(env.server.pid);
-      client = process.cpuUsage();
-      ours.push(await timed(async () => expectLines(await dumpOverHttp(env, '/Patient/$dump'), rows, '$dump')));
-      cpu.client += cpuOf(process.cpuUsage(client));
-      cpu.server += processCpuSeconds(env.server.pid) - server;
-      cpu.pg += cpuBetween(backends, await backendCpuSeconds(env.sql, 'fhirhose'));
-    }
+    await trial(env, {
+      op: '$dump',
+      rows,
+      rounds: env.rounds,
+      warmup: rows === sizes[0],
+      raw1: { label: 'raw COPY → pg.js, 1 connection', run: () => rawDump(env.databaseUrl, ['Patient'], 1) },
+      raw2: { label: 'raw COPY → pg.js, 2 connections', run: () => rawDump(env.databaseUrl, ['Patient'], 2) },
+      ours: { label: 'GET /Patient/$dump over HTTP', run: async () => expectLines(await dumpOverHttp(env, '/Patient/$dump'), rows, '$dump') },
+      target1: 0.9,
+      target2: 0.9,
+    });
     const peak = env.server.peakMb();
-    const perRound = (n: number) => fmt(n / env.rounds, 1);
-    print(rateLine('raw COPY (select resource) → pg.js', rows, raw));
-    print(rateLine('GET /Patient/$dump over HTTP', rows, ours));
-    print(ratioLine('$dump / raw COPY', ours, raw, 0.9));
-    print(`CPU s per round: raw — PostgreSQL ${perRound(cpu.rawPg)}, bench client ${perRound(cpu.rawClient)}; ` +
-      `$dump — PostgreSQL ${perRound(cpu.pg)}, server ${perRound(cpu.server)}, bench client ${perRound(cpu.client)}`);
     if (fs.existsSync('/usr/bin/psql')) {
       const psql = await timed(() => psqlToDevNull(env.databaseUrl));
       print(rateLine('(reference) psql COPY → /dev/null', rows, [psql]));
     }
-    print(`server peak RSS during these $dumps: ${fmt(env.server.peakMb(), 0)} MB`);
+    print(`server peak RSS during these $dumps: ${fmt(peak)} MB`);
     print('```');
     print();
     peaks.push(`${fmt(rows)} rows: ${fmt(peak)} MB`);
@@ -74,6 +66,42 @@ export async function run(env: BenchEnv): Promise<void> {
   print(`Server peak RSS while dumping — ${peaks.join(', ')} (target: under 300 MB, flat).`);
   print();
   await aidboxDemo(env);
+}
+
+/** Every type of the data set in its table, then every table dumped in turn. */
+async function mixed(env: BenchEnv, data: DataSet): Promise<void> {
+  const { print } = env;
+  const types = data.types.map((t) => t.type);
+  await truncate(env.sql, types);
+  const seconds = await timed(() => rawLoad(env.databaseUrl, data.types, 2));
+  for (const type of types) await env.sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+  print(`### ${fmt(data.rows)} resources, ${data.title}, in ${types.length} tables (filled by raw COPY + upsert in ${fmt(seconds, 1)} s)`);
+  print();
+  env.describe(data);
+  print('```text');
+  env.server.resetPeak();
+  await trial(env, {
+    op: '$dump',
+    rows: data.rows,
+    rounds: env.rounds,
+    warmup: true,
+    raw1: { label: 'raw COPY → pg.js, 1 connection', run: () => rawDump(env.databaseUrl, types, 1) },
+    raw2: { label: 'raw COPY → pg.js, 2 connections', run: () => rawDump(env.databaseUrl, types, 2) },
+    ours: {
+      label: `GET /<Type>/$dump × ${types.length} over HTTP`,
+      run: async () => {
+        let lines = 0;
+        for (const type of types) lines += await dumpOverHttp(env, `/${type}/$dump`);
+        expectLines(lines, data.rows, '$dump');
+      },
+    },
+    target1: 0.9,
+    target2: 0.9,
+  });
+  print(`server peak RSS during these $dumps: ${fmt(env.server.peakMb())} MB`);
+  print('```');
+  print();
+  await truncate(env.sql, types);
 }
 
 /** SPEC §2's demo insert, then `$dump` of the 100,000 rows; the target is under one second. */
@@ -93,25 +121,6 @@ async function aidboxDemo(env: BenchEnv): Promise<void> {
   print();
 }
 
-const cpuOf = (usage: NodeJS.CpuUsage) => (usage.user + usage.system) / 1e6;
-
-/** The baseline: raw COPY through postgres.js on a fresh connection, every byte read. */
-async function rawCopy(databaseUrl: string): Promise<{ lines: number; backendCpu: number }> {
-  const sql = connect(databaseUrl, { max: 1, applicationName: 'fhirhose-bench-raw' });
-  try {
-    const [me] = await sql`select pg_backend_pid() as pid`;
-    const pid = Number(me!.pid);
-    const before = processCpuSeconds(pid);
-    const stream = await sql.unsafe('copy (select resource from patient) to stdout').readable();
-    let lines = 0;
-    for await (const chunk of stream) lines += countLines(chunk as Buffer);
-    return { lines, backendCpu: processCpuSeconds(pid) - before };
-  } finally {
-    // a fresh connection per round: postgres.js can leave a COPY's socket paused (copy-out.ts)
-    await sql.end({ timeout: 1 });
-  }
-}
-
 async function dumpOverHttp(env: BenchEnv, pathname: string): Promise<number> {
   const res = await fetch(env.url + pathname, { headers: { authorization: env.auth, 'accept-encoding': 'identity' } });
   if (res.status !== 200) throw new Error(`${pathname}: HTTP ${res.status} ${await res.text()}`);
@@ -123,13 +132,6 @@ async function dumpOverHttp(env: BenchEnv, pathname: string): Promise<number> {
 function psqlToDevNull(databaseUrl: string): Promise<void> {
   const child = Bun.spawn(['/usr/bin/psql', databaseUrl, '-Xqc', 'copy (select resource from patient) to stdout'], { stdout: 'ignore', stderr: 'inherit' });
   return child.exited.then((code) => { if (code !== 0) throw new Error(`psql exited with ${code}`); });
-}
-
-function countLines(chunk: Uint8Array): number {
-  const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  let n = 0;
-  for (let i = buf.indexOf(NEWLINE); i >= 0; i = buf.indexOf(NEWLINE, i + 1)) n++;
-  return n;
 }
 
 function expectLines(lines: number, rows: number, what: string): void {

@@ -1,76 +1,91 @@
 /**
- * Load half of `npm run bench` (SPEC §9): `POST /Patient/$load` of one `.ndjson.gz` of Synthea
- * Patients served over local HTTP, against the raw baseline on the same PostgreSQL in the same run:
- * the same file already gunzipped in memory, sent with raw `COPY` into an unlogged jsonb staging
- * table, then one set-based upsert into `patient`. Rounds alternate so both see the same machine
- * load. Sizes by source bytes: ~100 MB (timed rounds) and ~500 MB (once), for the peak-RSS target
- * (under 300 MB, flat). CPU seconds of the server and of its PostgreSQL backends show which side
- * limits the rate.
+ * Load part of `npm run bench` (SPEC §9): `POST /$load` (`/<Type>/$load` for one type) of one
+ * `.ndjson.gz` served over local HTTP, against, in the same run (scripts/bench/trial.ts), the raw
+ * work on the same PostgreSQL: the same lines already gunzipped in memory, raw `COPY` into an
+ * unlogged jsonb staging table and one set-based upsert per type, on one connection (the baseline)
+ * and split over two connections at once (the two-core limit); see scripts/bench/raw.ts.
+ *
+ * Data sets (scripts/bench/data.ts): Patients by source size, ~100 MB (timed rounds) and ~500 MB
+ * (once, for the peak-RSS target: under 300 MB, flat); the Synthea mix and small resources at
+ * --rows lines. The server runs with its default configuration (no validation, `method: copy`).
  */
 import { gzipSync } from 'node:zlib';
-import { cpuSeconds, rawLoad } from './raw.ts';
-import { fmt, median, patientLines, rateLine, ratioLine, timed, type BenchEnv } from './common.ts';
+import { allLines, type DataSet } from './data.ts';
+import { rawLoad } from './raw.ts';
+import { trial } from './trial.ts';
+import { fmt, truncate, type BenchEnv } from './common.ts';
 
 const MB = 1_000_000;
-const SIZES_MB = [100, 500];
+const PATIENT_SIZES_MB = [100, 500];
 
 export async function run(env: BenchEnv): Promise<void> {
   const { print } = env;
-  print('## Load: POST /Patient/$load vs raw COPY + upsert');
+  print('## Load: POST /$load vs raw COPY + upsert (1 connection, and 2 at once)');
   print();
   // The first authenticated request verifies root's secret (argon2, once per process): not a load cost.
   await fetch(`${env.url}/metadata`, { headers: { authorization: env.auth } }).then((r) => r.arrayBuffer());
-  const sample = [...patientLines(200, 'x')];
-  const lineBytes = sample.reduce((n, l) => n + l.length + 1, 0) / sample.length;
-  const peaks: string[] = [];
-  for (const [index, sizeMb] of SIZES_MB.entries()) {
-    const rows = Math.min(env.rows, Math.round((sizeMb * MB) / lineBytes));
-    const plain = Buffer.from([...patientLines(rows, 'load-')].join('\n') + '\n');
-    const gz = gzipSync(plain, { level: 6 });
-    const source = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response(gz) });
-    const rounds = index === 0 ? env.rounds : 1;
-    try {
-      print(`${fmt(rows)} Synthea Patients: ${fmt(plain.length / MB)} MB of ndjson, ${fmt(gz.length / MB, 1)} MB gzipped`);
-      print('```text');
-      print(`${'resources/s per round'.padEnd(34)} ${Array.from({ length: rounds }, (_, i) => `round ${i + 1}`.padStart(9)).join(' ')}`);
-      const raw: number[] = [];
-      const ours: number[] = [];
-      const cpu = { server: 0, backends: 0, raw: 0 };
-      env.server.resetPeak();
-      for (let round = 0; round < rounds; round++) {
-        await env.sql`truncate patient, patient_history`;
-        raw.push(await timed(async () => { cpu.raw += await rawLoad(env.sql, plain, rows); }));
-        await env.sql`truncate patient, patient_history`;
-        const before = await cpuSeconds(env);
-        ours.push(await timed(() => loadOverHttp(env, `http://127.0.0.1:${source.port}/Patient.ndjson.gz`, rows)));
-        const after = await cpuSeconds(env);
-        cpu.server += after.server - before.server;
-        cpu.backends += after.backends - before.backends;
-      }
-      const peak = env.server.peakMb();
-      print(rateLine('raw COPY + upsert (gunzipped)', rows, raw));
-      print(rateLine('POST /Patient/$load over HTTP', rows, ours));
-      print(ratioLine('$load / raw', ours, raw, 0.8));
-      print(`CPU per round: raw COPY backend ${fmt(cpu.raw / rounds, 1)} s (wall ${fmt(median(raw), 1)} s); ` +
-        `$load server (Bun) ${fmt(cpu.server / rounds, 1)} s + its PostgreSQL backends ${fmt(cpu.backends / rounds, 1)} s (wall ${fmt(median(ours), 1)} s)`);
-      print(`server peak RSS during these loads: ${fmt(peak)} MB`);
-      print('```');
-      print();
-      peaks.push(`${fmt(plain.length / MB)} MB source: ${fmt(peak)} MB`);
-    } finally {
-      source.stop(true);
+  for (const name of env.data) {
+    if (name !== 'patients') {
+      await measure(env, env.dataSet(name, env.rows), env.rounds, name === 'small' ? 1.0 : 0.8);
+      continue;
     }
+    const sample = env.dataSet('patients', 1000);
+    const peaks: string[] = [];
+    for (const [index, sizeMb] of PATIENT_SIZES_MB.entries()) {
+      const rows = Math.min(env.rows, Math.round((sizeMb * MB) / (sample.bytes / sample.rows)));
+      const peak = await measure(env, env.dataSet('patients', rows), index === 0 ? env.rounds : 1, 0.8);
+      peaks.push(`${fmt(peak.bytes / MB)} MB source: ${fmt(peak.mb)} MB`);
+      if (rows === env.rows) break;
+    }
+    print(`Server peak RSS while loading Patients — ${peaks.join(', ')} (target: under 300 MB, flat).`);
+    print();
   }
-  print(`Server peak RSS while loading — ${peaks.join(', ')} (target: under 300 MB, flat).`);
-  print();
 }
 
-async function loadOverHttp(env: BenchEnv, source: string, rows: number): Promise<void> {
-  const res = await fetch(`${env.url}/Patient/$load`, {
+async function measure(env: BenchEnv, data: DataSet, rounds: number, target1: number): Promise<{ bytes: number; mb: number }> {
+  const { print } = env;
+  const plain = allLines(data);
+  const gz = gzipSync(plain, { level: 6 });
+  const source = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response(gz) });
+  const types = data.types.map((t) => t.type);
+  const single = types.length === 1 ? types[0] : undefined;
+  try {
+    print(`### ${fmt(data.rows)} resources, ${data.title}: ${fmt(plain.length / MB)} MB of ndjson, ${fmt(gz.length / MB, 1)} MB gzipped`);
+    print();
+    env.describe(data);
+    print('```text');
+    env.server.resetPeak();
+    await trial(env, {
+      op: '$load',
+      rows: data.rows,
+      rounds,
+      reset: () => truncate(env.sql, types),
+      raw1: { label: 'raw COPY + upsert, 1 connection', run: () => rawLoad(env.databaseUrl, data.types, 1) },
+      raw2: { label: 'raw COPY + upsert, 2 connections', run: () => rawLoad(env.databaseUrl, data.types, 2) },
+      ours: {
+        label: `POST /${single ? `${single}/` : ''}$load over HTTP`,
+        run: () => loadOverHttp(env, `http://127.0.0.1:${source.port}/source.ndjson.gz`, single, data.rows),
+      },
+      target1,
+      target2: 0.9,
+    });
+    const mb = env.server.peakMb();
+    print(`server peak RSS during these loads: ${fmt(mb)} MB`);
+    print('```');
+    print();
+    return { bytes: plain.length, mb };
+  } finally {
+    source.stop(true);
+  }
+}
+
+async function loadOverHttp(env: BenchEnv, source: string, type: string | undefined, rows: number): Promise<void> {
+  const res = await fetch(`${env.url}/${type ? `${type}/` : ''}$load`, {
     method: 'POST',
     headers: { authorization: env.auth, 'content-type': 'application/json' },
     body: JSON.stringify({ source }),
   });
-  const body = (await res.json()) as { total?: number };
-  if (res.status !== 200 || body.total !== rows) throw new Error(`$load: HTTP ${res.status} ${JSON.stringify(body)}`);
+  const body = (await res.json()) as Record<string, unknown>;
+  const loaded = type ? body.total : Object.entries(body).reduce((n, [k, v]) => n + (/^[A-Z]/.test(k) && typeof v === 'number' ? v : 0), 0);
+  if (res.status !== 200 || loaded !== rows) throw new Error(`$load: HTTP ${res.status} ${JSON.stringify(body).slice(0, 1000)}`);
 }

@@ -1,0 +1,211 @@
+/**
+ * The data sets of `npm run bench` (SPEC §9), as ndjson per resource type (every line with
+ * `resourceType` and `id`):
+ *
+ * - `patients`: Synthea Patients (~3.5 KB each), the 1,144 of the shared sample (13 of the
+ *   fixtures without it), repeated with new ids.
+ * - `mix`: the realistic Synthea mix: every resource of every type found in the Synthea files —
+ *   bulk-export ndjson (`*.ndjson`) and transaction Bundles (`*.json`, the entries) — under
+ *   tests/fixtures/synthea and ../shared/data/synthea (or /work/shared/data/synthea) when present,
+ *   or under the `--data-dir` folders. Observation-heavy: the Bundles hold 16,315 Observations.
+ *   Deduplicated by type and id, then repeated with fresh ids up to the bench size.
+ * - `small`: the resources of the mix whose line is under 1 KB, repeated the same way.
+ *
+ * Lines are grouped by type, as a bulk export is; `histogram()` prints the sizes per type.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { isKnownType, SERVER_TYPES } from '../../src/fhir/types.ts';
+import { fmt } from './common.ts';
+
+const ROOT = path.resolve(import.meta.dir, '../..');
+const FIXTURES = path.join(ROOT, 'tests/fixtures/synthea');
+const SHARED = [path.join(ROOT, '../shared/data/synthea'), '/work/shared/data/synthea'];
+const SMALL_BYTES = 1024;
+const MAX_ID = 64;
+
+export const DATA_SETS = ['patients', 'mix', 'small'] as const;
+export type DataSetName = (typeof DATA_SETS)[number];
+
+export interface DataSet {
+  name: DataSetName;
+  /** What the data is, for the report. */
+  title: string;
+  rows: number;
+  bytes: number;
+  /** ndjson (with resourceType and id) per type, in file order. */
+  types: TypeData[];
+}
+
+export interface TypeData {
+  type: string;
+  rows: number;
+  /** The lines, each ending in \n. */
+  ndjson: Buffer;
+  /** Byte length of each line (without \n), for the histogram. */
+  lengths: Uint32Array;
+}
+
+type Resource = Record<string, unknown> & { resourceType: string; id: string };
+
+/** The folders searched for the mix: the given ones, else the fixtures plus the shared data when present. */
+export function mixFolders(dataDirs: string[]): string[] {
+  if (dataDirs.length > 0) return dataDirs;
+  const shared = SHARED.find((dir) => fs.existsSync(dir));
+  return shared ? [FIXTURES, shared] : [FIXTURES];
+}
+
+/** Every resource in the `.ndjson` and `.json` files below `folders`, deduplicated by type and id. */
+export function readResources(folders: string[]): { resources: Resource[]; files: number } {
+  const seen = new Set<string>();
+  const resources: Resource[] = [];
+  let files = 0;
+  const server = new Set<string>(SERVER_TYPES);
+  const add = (value: unknown) => {
+    if (typeof value !== 'object' || value === null) return;
+    const r = value as Resource;
+    if (typeof r.resourceType !== 'string' || !isKnownType(r.resourceType) || server.has(r.resourceType)) return;
+    if (typeof r.id !== 'string' || r.id === '') return;
+    const key = `${r.resourceType}/${r.id}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    resources.push(r);
+  };
+  for (const file of folders.flatMap((dir) => walk(dir)).sort()) {
+    files++;
+    const text = fs.readFileSync(file, 'utf8');
+    if (file.endsWith('.ndjson')) {
+      for (const line of text.split('\n')) if (line.trim()) add(JSON.parse(line));
+    } else {
+      const doc = JSON.parse(text) as { resourceType?: string; entry?: { resource?: unknown }[] };
+      if (doc.resourceType === 'Bundle' && Array.isArray(doc.entry)) for (const e of doc.entry) add(e.resource);
+      else add(doc);
+    }
+  }
+  if (resources.length === 0) throw new Error(`no FHIR resources found in ${folders.join(', ')}`);
+  return { resources, files };
+}
+
+/** The .ndjson and .json files below `dir` (or `dir` itself when it is a file). */
+function walk(dir: string): string[] {
+  if (!fs.existsSync(dir)) throw new Error(`data folder ${dir} does not exist`);
+  if (!fs.statSync(dir).isDirectory()) return [dir];
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const full = path.join(dir, e.name);
+    if (e.isDirectory()) return walk(full);
+    return e.name.endsWith('.ndjson') || e.name.endsWith('.json') ? [full] : [];
+  });
+}
+
+/** `rows` lines from `base` repeated in order, the k-th repetition with fresh ids, grouped by type. */
+export function repeat(name: DataSetName, title: string, base: Resource[], rows: number): DataSet {
+  // Each resource serialised once, split around its id: a line is then prefix + id + suffix.
+  const MARK = '\u0001id\u0001';
+  const quoted = JSON.stringify(MARK);
+  const typeIndex = new Map<string, number>();
+  const templates = base.map((r) => {
+    const text = JSON.stringify({ ...r, id: MARK });
+    const at = text.indexOf(quoted);
+    if (!typeIndex.has(r.resourceType)) typeIndex.set(r.resourceType, typeIndex.size);
+    const prefix = Buffer.from(text.slice(0, at + 1));
+    const suffix = Buffer.from(text.slice(at + quoted.length - 1) + '\n');
+    return { type: typeIndex.get(r.resourceType)!, id: r.id, prefix, suffix };
+  });
+  const idOf = (i: number) => {
+    const t = templates[i % templates.length]!;
+    const k = Math.floor(i / templates.length);
+    const id = k === 0 ? t.id : `${t.id}-${k.toString(36)}`;
+    return id.length > MAX_ID ? `bench-${i}` : id;
+  };
+  // Two passes: sizes first, so that each type's buffer is allocated once (1M lines are ~1 GB).
+  const counts = new Array<number>(typeIndex.size).fill(0);
+  const sizes = new Array<number>(typeIndex.size).fill(0);
+  for (let i = 0; i < rows; i++) {
+    const t = templates[i % templates.length]!;
+    counts[t.type]!++;
+    sizes[t.type]! += t.prefix.length + Buffer.byteLength(idOf(i)) + t.suffix.length;
+  }
+  const types: TypeData[] = [...typeIndex.keys()].map((type, index) => ({
+    type, rows: 0, ndjson: Buffer.allocUnsafe(sizes[index]!), lengths: new Uint32Array(counts[index]!),
+  }));
+  const used = new Array<number>(typeIndex.size).fill(0);
+  for (let i = 0; i < rows; i++) {
+    const t = templates[i % templates.length]!;
+    const out = types[t.type]!;
+    const start = used[t.type]!;
+    let pos = start + t.prefix.copy(out.ndjson, start);
+    pos += out.ndjson.write(idOf(i), pos);
+    pos += t.suffix.copy(out.ndjson, pos);
+    out.lengths[out.rows++] = pos - start - 1;
+    used[t.type] = pos;
+  }
+  const present = types.filter((t) => t.rows > 0);
+  return { name, title, rows, bytes: present.reduce((n, t) => n + t.ndjson.length, 0), types: present };
+}
+
+/** Builds a data set of `rows` lines. */
+export function dataSet(name: DataSetName, rows: number, dataDirs: string[]): DataSet {
+  if (name === 'patients') {
+    const { resources } = readResources([patientFolder()]);
+    return repeat(name, 'Synthea Patients', resources.filter((r) => r.resourceType === 'Patient'), rows);
+  }
+  const folders = mixFolders(dataDirs);
+  const { resources, files } = readResources(folders);
+  const where = `${files} files under ${folders.map((f) => path.relative(ROOT, f) || '.').join(', ')}`;
+  if (name === 'mix') return repeat(name, `the Synthea mix (${fmt(resources.length)} distinct resources from ${where})`, resources, rows);
+  // a few bytes of headroom: repeated lines get longer ids (`-<k>`)
+  const small = resources.filter((r) => Buffer.byteLength(JSON.stringify(r)) < SMALL_BYTES - 8);
+  if (small.length === 0) throw new Error(`no resource under ${SMALL_BYTES} bytes in ${where}`);
+  return repeat(name, `small resources (the ${fmt(small.length)} of the mix under 1 KB)`, small, rows);
+}
+
+/** The Synthea Patient sample: the shared 1000-patient one when present, else the fixture. */
+function patientFolder(): string {
+  for (const dir of SHARED) {
+    const folder = path.join(dir, 'sample-bulk-fhir-datasets/1000-patients');
+    if (fs.existsSync(path.join(folder, 'Patient.000.ndjson'))) return path.join(folder, 'Patient.000.ndjson');
+  }
+  return path.join(FIXTURES, 'Patient.000.ndjson');
+}
+
+/** One ndjson file of all types, grouped by type (what a `POST /$load` of a whole export reads). */
+export function allLines(data: DataSet): Buffer {
+  return data.types.length === 1 ? data.types[0]!.ndjson : Buffer.concat(data.types.map((t) => t.ndjson));
+}
+
+/** Splits each type's lines into `parts` runs of about equal bytes, at line ends. */
+export function split(ndjson: Buffer, parts: number): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let p = 1; p <= parts; p++) {
+    let end = p === parts ? ndjson.length : Math.max(start, Math.floor((ndjson.length * p) / parts));
+    if (end < ndjson.length) {
+      const nl = ndjson.indexOf(0x0a, end === 0 ? 0 : end - 1);
+      end = nl < 0 ? ndjson.length : nl + 1;
+    }
+    out.push(ndjson.subarray(start, end));
+    start = end;
+  }
+  return out;
+}
+
+/** Lines per type with their sizes: count, share, median, p90, max, mean, and the share under 1 KB. */
+export function histogram(data: DataSet): string[] {
+  const out = [`${'type'.padEnd(22)} ${'lines'.padStart(9)} ${'share'.padStart(6)} ${'median B'.padStart(9)} ${'p90 B'.padStart(8)} ${'max B'.padStart(8)} ${'mean B'.padStart(8)} ${'< 1 KB'.padStart(7)}`];
+  const all: number[] = [];
+  const row = (label: string, lengths: ArrayLike<number>) => {
+    const sorted = Float64Array.from(lengths).sort();
+    const n = sorted.length;
+    const at = (q: number) => sorted[Math.min(n - 1, Math.floor(q * n))]!;
+    let sum = 0;
+    let small = 0;
+    for (const v of sorted) { sum += v; if (v < SMALL_BYTES) small++; }
+    return `${label.padEnd(22)} ${fmt(n).padStart(9)} ${`${fmt((100 * n) / data.rows, 1)}%`.padStart(6)} ${fmt(at(0.5)).padStart(9)} ${fmt(at(0.9)).padStart(8)} ${fmt(sorted[n - 1]!).padStart(8)} ${fmt(sum / n).padStart(8)} ${`${fmt((100 * small) / n)}%`.padStart(7)}`;
+  };
+  for (const t of [...data.types].sort((a, b) => b.rows - a.rows)) {
+    out.push(row(t.type, t.lengths));
+    for (const v of t.lengths) all.push(v);
+  }
+  if (data.types.length > 1) out.push(row('all', all));
+  return out;
+}
