@@ -81,7 +81,9 @@ export async function startServer(options: { databaseUrl?: string }): Promise<Se
   };
   if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
   else Object.assign(env, { FHIRHOSE_DATA_DIR: dataDir, FHIRHOSE_PG_PORT: String(pgPort) });
-  const child = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'inherit', stderr: 'inherit' });
+  // e.g. FHIRHOSE_BENCH_BUN_FLAGS='--cpu-prof-md --cpu-prof-dir=/tmp/prof' to profile the server
+  const flags = (process.env.FHIRHOSE_BENCH_BUN_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = Bun.spawn([process.execPath, ...flags, 'src/main.ts'], { cwd: ROOT, env, stdout: 'inherit', stderr: 'inherit' });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`fhirhose exited with code ${child.exitCode} during start`);
