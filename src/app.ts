@@ -24,7 +24,7 @@ export interface AppDeps {
   ctx: OperationContext;
   auth: Auth;
   version: string;
-  /** The $import job runner, told of every session state change. */
+  /** The job runner: nudged when an operation created work. */
   imports: ImportNotifier;
 }
 

@@ -49,6 +49,8 @@ const schema = z.object({
   FHIRHOSE_SOURCE_ALLOW: urlPrefixes,
   FHIRHOSE_MAX_SOURCE_BYTES: int(50 * 1000 ** 3, 1024),
   FHIRHOSE_MAX_COMPRESSION_RATIO: int(200, 2),
+  FHIRHOSE_JOB_CONCURRENCY: int(4, 1, 64),
+  FHIRHOSE_LEASE_MS: int(15_000, 500, 3_600_000),
   FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
 });
 
@@ -67,6 +69,7 @@ export interface Config {
   maxLineBytes: number;
   sqlTimeoutMs: number;
   importBatchLines: number;
+  /** Inputs of one session run at once on one server. */
   importConcurrency: number;
   /** A hot standby that bulk reads ($dump, $dump-sql) use instead of the primary (SPEC §11). */
   readUrl?: string;
@@ -74,6 +77,10 @@ export interface Config {
   readMaxLagMs: number;
   /** The limits of `$load`/`$import` sources (SPEC §10). */
   sources: SourceLimits;
+  /** Jobs (of every kind) one server runs at once. */
+  jobConcurrency: number;
+  /** How long a claimed job stays this server's without a renewal (SPEC §11). */
+  leaseMs: number;
   log: 'info' | 'quiet';
 }
 
@@ -126,6 +133,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxBytes: e.FHIRHOSE_MAX_SOURCE_BYTES,
       maxRatio: e.FHIRHOSE_MAX_COMPRESSION_RATIO,
     },
+    jobConcurrency: e.FHIRHOSE_JOB_CONCURRENCY,
+    leaseMs: e.FHIRHOSE_LEASE_MS,
     log: e.FHIRHOSE_LOG,
   };
 }

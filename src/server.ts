@@ -15,7 +15,8 @@ import { openReplica } from './storage/replica.ts';
 import { ensureRootClient } from './auth/root.ts';
 import { createApp } from './app.ts';
 import type { OperationContext } from './operations/context.ts';
-import { createImportRunner } from './jobs/import-runner.ts';
+import { createJobRunner } from './jobs/runner.ts';
+import { jobKinds } from './jobs/kinds.ts';
 import pkg from '../package.json' with { type: 'json' };
 
 export interface RunningServer {
@@ -81,8 +82,19 @@ export async function startServer(config: Config, log = createLogger(config)): P
       if (type === 'Client' || type === 'AccessPolicy') auth.forget(type);
     },
   };
-  const imports = createImportRunner({ sql, config, log });
-  const app = createApp({ ctx, auth, version: pkg.version, imports });
+  // Background work has a pool of its own (SPEC §11): a frozen server's transaction is ended by
+  // PostgreSQL (idle in transaction for a lease; a statement running 4 leases, at least a minute),
+  // so it never holds the row locks other servers need for ever.
+  const jobSql = connect(databaseUrl, {
+    max: config.jobConcurrency + 3,
+    applicationName: 'fhirhose jobs',
+    settings: {
+      idle_in_transaction_session_timeout: config.leaseMs,
+      statement_timeout: Math.max(60_000, 4 * config.leaseMs),
+    },
+  });
+  const jobs = createJobRunner({ sql: jobSql, config, log, kinds: jobKinds({ sql: jobSql, config, log }) });
+  const app = createApp({ ctx, auth, version: pkg.version, imports: jobs });
 
   let server: ReturnType<typeof Bun.serve>;
   try {
@@ -92,14 +104,15 @@ export async function startServer(config: Config, log = createLogger(config)): P
   } catch (err) {
     await sql.end({ timeout: 1 });
     await replica?.sql.end({ timeout: 1 });
+    await jobSql.end({ timeout: 1 });
     await embedded?.stop();
     const inUse = /EADDRINUSE|in use/i.test(String((err as Error).message ?? err));
     throw inUse ? portInUse(config.port) : new Error(`Cannot listen on port ${config.port}: ${(err as Error).message}`);
   }
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${server.port}`;
   log(`fhirhose ${pkg.version} listening on ${url}`);
-  // After listening, so a port clash never leaves import tasks behind; resumes `active` sessions.
-  await imports.start();
+  // After listening, so a port clash never leaves jobs claimed; takes up work left by others too.
+  await jobs.start();
 
   return {
     url,
@@ -108,8 +121,9 @@ export async function startServer(config: Config, log = createLogger(config)): P
     sql,
     async stop() {
       await server.stop(true);
-      await imports.stop();
+      await jobs.stop();
       await authWatch.unlisten().catch(() => {});
+      await jobSql.end({ timeout: 5 });
       await sql.end({ timeout: 5 });
       await replica?.sql.end({ timeout: 5 });
       await embedded?.stop();

@@ -1,7 +1,8 @@
 /**
  * The batches of one `$import` input (SPEC §8): lines are parsed as they arrive, and a batch is
- * committed as ONE transaction: gate on the session's state and the checkpoint, COPY into the
- * input's staging table, merge into the resource tables, record the new checkpoint (STYLE §8).
+ * committed as ONE transaction (the job's fenced commit): gate on the session's state and the
+ * checkpoint, COPY into the input's staging table, merge into the resource tables, record the new
+ * checkpoint (STYLE §8).
  * The next batch is read and parsed while the previous one commits; at most one is in flight.
  */
 import type { InputJob, InputOutcome } from './import-input.ts';
@@ -77,13 +78,17 @@ export class BatchWriter {
     this.errorCount = 0;
     this.lines = 0;
     this.chars = 0;
-    this.inflight = job.sql.begin(async (tx) => {
-      const gate = await gateBatch(tx, job.sessionId, job.input.idx, from);
-      if (gate !== 'ok') return gate;
-      let imported = 0;
+    this.inflight = job.commit(async (tx) => {
+      // The COPY goes first, into this claim's own table: while the client streams it, the
+      // transaction holds no lock anyone else waits for (a server frozen mid-COPY blocks nobody).
       if (rows.length > 0) {
         await emptyStaging(tx, table);
         await copyIntoStaging(tx, table, rows);
+      }
+      const gate = await gateBatch(tx, job.sessionId, job.input.idx, from);
+      if (gate !== 'ok') return { value: gate };
+      let imported = 0;
+      if (rows.length > 0) {
         const merged = await mergeStaging(tx, table, { update: job.update, method: 'copy', staged });
         for (const n of Object.values(merged.counts)) imported += n;
       }
@@ -93,7 +98,7 @@ export class BatchWriter {
         imported, errorCount, errors, runMs: now - this.last, done,
       });
       this.last = now;
-      return 'ok';
+      return { value: 'ok' as Gate, checkpoint };
     });
     // awaited by settle() only when the next batch is ready: until then a failure (the database
     // gone, say) would be an unhandled rejection, which ends a Bun process

@@ -3,21 +3,28 @@
  * `active → done` when every input is done. Each locks the session row like an action does, and
  * changes nothing unless the session is still `active` (a pause or abort may have come first).
  */
-import type { Sql } from '../storage/db.ts';
-import { lockSession, writeSession } from '../storage/import-sessions.ts';
+import type { Sql, TransactionSql } from '../storage/db.ts';
+import { inputJobKey, lockSession, writeSession } from '../storage/import-sessions.ts';
 import { allInputsDone, failInput, parkInputs } from '../storage/import-inputs.ts';
+import { setGroupState } from '../storage/jobs.ts';
+import { publish } from '../storage/notify.ts';
 import { moved } from '../operations/import-actions.ts';
 
-/** Puts the session in `error` with the input's message; false if it was no longer active. */
-export async function failSession(sql: Sql, id: string, failure: { idx: number; message: string }): Promise<boolean> {
-  return sql.begin(async (tx) => {
-    const row = await lockSession(tx, id);
-    if (!row || row.resource.status !== 'active') return false;
-    await failInput(tx, id, failure.idx, failure.message);
-    await parkInputs(tx, id);
-    await writeSession(tx, id, moved(row.resource, 'error', failure.message));
-    return true;
-  });
+/**
+ * Puts the session in `error` with the input's message, inside `tx` (the failing input's fenced
+ * commit); false if it was no longer active. The input's job fails, its siblings' are held until a
+ * force-resume, and the servers running them are told at once.
+ */
+export async function failSession(tx: TransactionSql, id: string, failure: { idx: number; message: string }): Promise<boolean> {
+  const row = await lockSession(tx, id);
+  if (!row || row.resource.status !== 'active') return false;
+  await failInput(tx, id, failure.idx, failure.message);
+  await parkInputs(tx, id);
+  await setGroupState(tx, id, { from: ['ready'], to: 'failed', only: [inputJobKey(id, failure.idx)] });
+  await setGroupState(tx, id, { from: ['ready'], to: 'held' });
+  await writeSession(tx, id, moved(row.resource, 'error', failure.message));
+  await publish(tx, 'fhirhose_actions', id);
+  return true;
 }
 
 /** `done` once no input is left unfinished; false if not (yet) or no longer active. */

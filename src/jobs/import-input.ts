@@ -1,35 +1,40 @@
 /**
- * One `$import` input at work (SPEC §8): stream its source from the start, skip the lines its
- * checkpoint covers, and commit batches of FHIRHOSE_IMPORT_BATCH_LINES lines. Each batch is ONE
- * transaction: gate on the session's state, COPY into the input's staging table, merge, record
- * the new checkpoint (STYLE §8). A crash loses at most the uncommitted batch, and replaying it is an
- * upsert by id, so the tables end with exactly the input's resources.
+ * One `$import` input at work (SPEC §8), a job kind (SPEC §11): stream its source from the start,
+ * skip the lines its checkpoint covers, and commit batches of FHIRHOSE_IMPORT_BATCH_LINES lines.
+ * Each batch is ONE transaction: gate on the session's state, COPY into the input's staging
+ * table, merge, record the new checkpoint (STYLE §8). A crash loses at most the uncommitted
+ * batch, and replaying it is an upsert by id, so the tables end with exactly the input's resources.
  */
 import crypto from 'node:crypto';
 import type { Config } from '../config.ts';
 import type { Sql } from '../storage/db.ts';
 import type { InputRow } from '../storage/import-sessions.ts';
-import { claimInput } from '../storage/import-inputs.ts';
+import { IMPORT_INPUT, readSession, type InputPayload } from '../storage/import-sessions.ts';
+import { claimInput, dropOrphanStaging } from '../storage/import-inputs.ts';
+import { liveJobs } from '../storage/jobs.ts';
 import { createStaging, dropStaging } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
 import { BatchWriter } from './import-batch.ts';
+import { completeSession, failSession } from './import-finish.ts';
+import type { Job, JobKind, KindDeps } from './job.ts';
 
 export interface InputJob {
-  sql: Sql;
   config: Pick<Config, 'importRoot' | 'importBatchLines' | 'maxLineBytes' | 'sources'>;
   sessionId: string;
   update: boolean;
   input: InputRow;
   /** Aborted on shutdown, pause, abort or force-resume: stop reading now, commit nothing more. */
   signal: AbortSignal;
+  /** The job's fenced commit (runner.ts): one transaction, the checkpoint recorded with it. */
+  commit: Job['commit'];
 }
 
 /**
  * done: the source ended and its last batch is committed. stopped: the session left `active`, the
  * signal fired, or another worker owns the input. failed: the source could not be read (the
- * message names the input); crashed: a database error (logged by the caller, not shown).
+ * message names the input); crashed: a database error.
  */
 export type InputOutcome =
   | { kind: 'done' }
@@ -41,15 +46,59 @@ export function inputLabel(input: Pick<InputRow, 'idx' | 'type'>): string {
   return `inputs[${input.idx}]${input.type ? ` (${input.type})` : ''}`;
 }
 
-export async function runInput(job: InputJob): Promise<InputOutcome> {
-  const { sql, sessionId, input, signal } = job;
+/**
+ * The `import-input` job kind (SPEC §8, §11): one input of an `$import` session. The session's
+ * own moves are made here too: `active → done` once every input is done (checked again by
+ * whichever input finishes last, so a crash between the two leaves nothing stuck), and
+ * `active → error` when a source fails.
+ */
+export function importInputKind(deps: KindDeps): JobKind<InputPayload> {
+  const { sql, config, log } = deps;
+  return {
+    name: IMPORT_INPUT,
+    groupLimit: config.importConcurrency,
+    describe: (job) => `import ${job.payload.session}`,
+    async run(job, signal) {
+      const { session: id, idx } = job.payload;
+      const found = await readSession(sql, id);
+      const input = found?.inputs.find((i) => i.idx === idx);
+      if (!found || !input) return 'done'; // the session was deleted
+      if (found.session.resource.status !== 'active') return 'stopped';
+      if (input.status !== 'done') {
+        if (input.checkpoint > 0) log(`import ${id}: resuming from its checkpoints (${inputLabel(input)} at line ${input.checkpoint})`);
+        const outcome = await runInput(sql, { config, sessionId: id, update: found.session.resource.update, input, signal, commit: job.commit }, job.epoch);
+        if (outcome.kind === 'stopped') return 'stopped';
+        if (outcome.kind === 'crashed') throw outcome.error;
+        if (outcome.kind === 'failed') {
+          const moved = await job.commit(async (tx) => ({ value: await failSession(tx, id, { idx, message: outcome.message }) }));
+          if (moved) log(`import ${id}: active → error (${outcome.message})`);
+          return 'stopped';
+        }
+      }
+      if (await completeSession(sql, id)) log(`import ${id}: active → done`);
+      return 'done';
+    },
+    async sweep() {
+      // Tables listed before the leases are read: a table made after its claim is always kept.
+      await dropOrphanStaging(sql, STAGING_PREFIX, async () => {
+        const live = await liveJobs(sql, IMPORT_INPUT);
+        return new Set(live.map((j) => stagingName(String(j.payload.session), Number(j.payload.idx), j.epoch)));
+      });
+    },
+  };
+}
+
+async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOutcome> {
+  const { sessionId, input, signal } = job;
   try {
     if (!(await sql.begin((tx) => claimInput(tx, sessionId, input.idx)))) return { kind: 'stopped' };
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
   }
-  const table = stagingName(sessionId, input.idx);
+  const table = stagingName(sessionId, input.idx, epoch);
   try {
+    // the tables of earlier claims of this input (a server that died) go now, not at the next sweep
+    await dropOrphanStaging(sql, table.slice(0, table.lastIndexOf('_e') + 2), async () => new Set([table]));
     await createStaging(sql, { temporary: false, name: table });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
@@ -89,10 +138,11 @@ async function stream(job: InputJob, table: string): Promise<InputOutcome> {
  * Encounters (157 MB, batches of 5,000): temporary tables live in 8 MB of temp_buffers and spill
  * to disk at this batch size (0.57–0.73× raw COPY); the unlogged table uses shared buffers
  * (0.80–0.95×), on a busy 2-core machine.
- * The name is stable per input, so a table left by a crash is replaced when the input resumes.
+ * The name carries the claim's epoch: a stale server still holding an old claim never touches the
+ * table of the new one. Tables of claims that died are dropped by the kind's sweep.
  */
-export function stagingName(sessionId: string, idx: number): string {
-  return `${STAGING_PREFIX}${crypto.createHash('md5').update(sessionId).digest('hex').slice(0, 16)}_${idx}`;
+export function stagingName(sessionId: string, idx: number, epoch: number): string {
+  return `${STAGING_PREFIX}${crypto.createHash('md5').update(sessionId).digest('hex').slice(0, 16)}_${idx}_e${epoch}`;
 }
 
 export const STAGING_PREFIX = '_fhirhose_import_';

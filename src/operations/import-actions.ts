@@ -5,6 +5,7 @@
  */
 import type { ImportAction } from './import-request.ts';
 import type { SessionResource } from '../storage/import-sessions.ts';
+import type { JobState } from '../storage/jobs.ts';
 
 export const SESSION_STATES = ['active', 'paused', 'aborted', 'error', 'done'] as const;
 export type SessionState = (typeof SESSION_STATES)[number];
@@ -43,6 +44,20 @@ export function inputStatesFor(action: StateAction): { from: string[]; to: strin
     case 'abort': return { from: ['pending', 'active', 'paused'], to: 'aborted' };
     case 'resume': return { from: ['paused'], to: 'pending' };
     case 'force-resume': return { from: ['active', 'paused', 'error'], to: 'pending' };
+  }
+}
+
+/**
+ * What the session's input jobs become (SPEC §11): only `ready` jobs are claimed. force-resume
+ * also ends the current claims, so a worker still running an input commits nothing more and the
+ * input is claimable at once, from its checkpoint.
+ */
+export function jobStatesFor(action: StateAction): { from: JobState[]; to: JobState; handOver?: boolean } {
+  switch (action) {
+    case 'pause': return { from: ['ready'], to: 'held' };
+    case 'abort': return { from: ['ready', 'held'], to: 'cancelled' };
+    case 'resume': return { from: ['held'], to: 'ready' };
+    case 'force-resume': return { from: ['ready', 'held', 'failed'], to: 'ready', handOver: true };
   }
 }
 

@@ -24,6 +24,9 @@ export interface InputView {
   checkpoint: number;
   /** Resources per second of this input's own running time. */
   rate: number;
+  /** The server running the input now, and when its lease ends unless renewed (SPEC §11). */
+  owner?: string;
+  leaseUntil?: string;
 }
 
 export interface SessionView {
@@ -103,6 +106,7 @@ function inputView(i: InputRow, now: number): InputView {
     ...(i.startedAt !== null && { durationMs: Math.max(0, end - Date.parse(i.startedAt)) }),
     checkpoint: i.checkpoint,
     rate: i.runMs > 0 ? round(i.imported / (i.runMs / 1000)) : 0,
+    ...(i.owner !== undefined && { owner: i.owner, leaseUntil: i.leaseUntil }),
   };
 }
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { OperationContext } from './context.ts';
 import { parseImportRequest, type ImportInputRequest, type ImportRequest } from './import-request.ts';
-import { inputStatesFor, moved, transition, type SessionState } from './import-actions.ts';
+import { inputStatesFor, jobStatesFor, moved, transition } from './import-actions.ts';
 import { sessionView, type SessionView } from './import-view.ts';
 import { hashSecret, verifySecret } from '../auth/secrets.ts';
 import { OperationOutcomeError, forbidden, invalid, notFound } from '../fhir/outcome.ts';
@@ -18,10 +18,15 @@ import {
   insertSession, listSessions, lockSession, readSession, secretHashOf, setInputStatus, writeSession,
   type NewInput, type SessionResource,
 } from '../storage/import-sessions.ts';
+import { setGroupState } from '../storage/jobs.ts';
+import { publish } from '../storage/notify.ts';
 
-/** What the operation needs of the job runner: to be told that a session's state changed. */
+/**
+ * What the operation needs of this server's job runner: a nudge to look for work now. Every other
+ * server learns of the change through NOTIFY (sent by the action's transaction, on commit).
+ */
 export interface ImportNotifier {
-  notify(id: string, state: SessionState, options?: { restart?: boolean }): void;
+  wake(): void;
 }
 
 export interface ImportAnswer {
@@ -46,11 +51,15 @@ export async function importAction(ctx: OperationContext, runner: ImportNotifier
     const move = transition(action, row.resource.status);
     if (!move.ok) throw new OperationOutcomeError('not-acceptable', move.message);
     await setInputStatus(tx, id, { ...inputStatesFor(action), clearMessage: action === 'force-resume' });
+    await setGroupState(tx, id, jobStatesFor(action));
     await writeSession(tx, id, moved(row.resource, move.to));
+    // actions: the servers running the inputs re-check them now; jobs: new claimable work
+    await publish(tx, 'fhirhose_actions', id);
+    if (move.to === 'active') await publish(tx, 'fhirhose_jobs', id);
     return { from: row.resource.status, to: move.to };
   });
   ctx.log(`import ${id}: ${from} → ${to}${from === to ? ` (${action})` : ''}`);
-  runner.notify(id, to, { restart: action === 'force-resume' });
+  runner.wake();
   return { status: 200, session: await readImportSession(ctx, id), headers: {} };
 }
 
@@ -80,10 +89,14 @@ async function start(ctx: OperationContext, runner: ImportNotifier, request: Imp
     activeSince: new Date().toISOString(),
   };
   const secretHash = request.secret === undefined ? undefined : await hashSecret(request.secret);
-  const created = await ctx.sql.begin((tx) => insertSession(tx, id, { resource, inputs, secretHash }));
+  const created = await ctx.sql.begin(async (tx) => {
+    if (!(await insertSession(tx, id, { resource, inputs, secretHash }))) return false;
+    await publish(tx, 'fhirhose_jobs', id);
+    return true;
+  });
   if (!created) throw new OperationOutcomeError('conflict', `Import session "${id}" already exists; use another id, or an action such as resume`);
   ctx.log(`import ${id}: new → active (${inputs.length} input${inputs.length === 1 ? '' : 's'})`);
-  runner.notify(id, 'active');
+  runner.wake();
   const location = `/BulkImportStatus/${id}`;
   return { status: 201, session: await readImportSession(ctx, id), headers: { 'Content-Location': location } };
 }

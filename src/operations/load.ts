@@ -92,6 +92,7 @@ export async function load(
     if (validationId) {
       const total = Object.values(merged.counts).reduce((a, b) => a + b, 0);
       await writeResource(tx, 'OperationOutcome', validationId, runningOutcome(source.name, total, checks));
+      await validateLater(tx, { table, keep: request.tempTable !== undefined, checks, outcomeId: validationId, sourceName: source.name });
     }
     options.signal?.throwIfAborted(); // gone during the merge, between two statements: roll back
     // `async` validates after the commit, so its staging table must outlive the transaction.
@@ -101,9 +102,6 @@ export async function load(
   }
 
   for (const type of Object.keys(result.merged.counts)) ctx.changed(type);
-  if (validationId) {
-    validateLater(ctx, { table: result.table, keep: request.tempTable !== undefined, checks, outcomeId: validationId, sourceName: source.name });
-  }
   return render(request, options.type, { ...result, validationId });
 }
 

@@ -8,13 +8,16 @@ export type Sql = postgres.Sql<{}>;
 export type TransactionSql = postgres.TransactionSql<{}>;
 export type AnySql = Sql | TransactionSql;
 
-export function connect(url: string, options: { max?: number; applicationName?: string; connectTimeoutS?: number } = {}): Sql {
+export function connect(
+  url: string,
+  options: { max?: number; applicationName?: string; connectTimeoutS?: number; settings?: Record<string, string | number> } = {},
+): Sql {
   return postgres(url, {
     max: options.max ?? 10,
     ...(options.connectTimeoutS === undefined ? {} : { connect_timeout: options.connectTimeoutS }),
     onnotice: () => {},
     idle_timeout: 60,
-    connection: { application_name: options.applicationName ?? 'fhirhose', TimeZone: 'UTC' },
+    connection: { application_name: options.applicationName ?? 'fhirhose', TimeZone: 'UTC', ...options.settings },
   });
 }
 

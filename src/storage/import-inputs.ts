@@ -2,23 +2,8 @@
  * The SQL of one `$import` input at work (SPEC §8): claim it, gate each batch on the session's
  * state and the input's checkpoint, record the batch's progress in the batch's own transaction.
  */
-import type { AnySql, Sql, TransactionSql } from './db.ts';
+import type { Sql, TransactionSql } from './db.ts';
 import { ident } from './db.ts';
-import type { InputRow } from './import-sessions.ts';
-import { readSession } from './import-sessions.ts';
-
-/**
- * Inputs a runner should (re)start: `pending`, or `active` ones — those were running when the
- * server stopped or crashed, and the runner holds the session's lock, so nobody else runs them.
- */
-export async function runnableInputs(sql: AnySql, id: string): Promise<{ sessionStatus?: string; inputs: InputRow[] }> {
-  const found = await readSession(sql, id);
-  if (!found) return { inputs: [] };
-  return {
-    sessionStatus: found.session.resource.status,
-    inputs: found.inputs.filter((i) => i.status === 'pending' || i.status === 'active'),
-  };
-}
 
 export type Gate = 'ok' | 'stopped' | 'lost';
 
@@ -95,17 +80,24 @@ export async function emptyStaging(tx: TransactionSql, table: string): Promise<v
 }
 
 /**
- * Staging tables named `<prefix>…` that no input of an active session will reuse: left by inputs
- * that crashed and never ran again (e.g. aborted before the restart). Dropped at start.
+ * Staging tables named `<prefix>…` that no live claim uses: left by claims that died (a killed
+ * server) or lost (a frozen one). `keep` is asked AFTER the tables are listed, so a table created
+ * after its claim committed is always kept. A table still locked by a stale transaction is left
+ * for the next sweep.
  */
-export async function dropOrphanStaging(sql: Sql, prefix: string, keep: Set<string>): Promise<string[]> {
+export async function dropOrphanStaging(sql: Sql, prefix: string, keep: () => Promise<Set<string>>): Promise<string[]> {
   const rows = await sql`select relname from pg_class
     where relkind = 'r' and relnamespace = current_schema()::regnamespace and starts_with(relname, ${prefix})`;
+  if (rows.length === 0) return [];
+  const live = await keep();
   const dropped: string[] = [];
   for (const { relname } of rows) {
-    if (keep.has(relname as string)) continue;
-    await sql.unsafe(`drop table if exists ${ident(relname as string)}`);
-    dropped.push(relname as string);
+    if (live.has(relname as string)) continue;
+    const ok = await sql.begin(async (tx) => {
+      await tx`set local lock_timeout = '1s'`;
+      await tx.unsafe(`drop table if exists ${ident(relname as string)}`);
+    }).then(() => true, () => false);
+    if (ok) dropped.push(relname as string);
   }
   return dropped;
 }

@@ -5,6 +5,21 @@
  */
 import type { AnySql, Sql, TransactionSql } from './db.ts';
 import { LAST_UPDATED } from './resources.ts';
+import { groupLeases, insertJob } from './jobs.ts';
+
+/** Each input of a session is a job of this kind (SPEC §11), grouped by the session's id. */
+export const IMPORT_INPUT = 'import-input';
+
+/** What a job of kind `import-input` carries: the session and the input's index. */
+export interface InputPayload {
+  session: string;
+  idx: number;
+}
+
+/** The job key of a session's input: unique, so an input is one job whatever happens. */
+export function inputJobKey(session: string, idx: number): string {
+  return `${IMPORT_INPUT}:${session}:${idx}`;
+}
 
 /** The session's own fields, stored in `bulkimportstatus.resource`. */
 export interface SessionResource {
@@ -47,6 +62,9 @@ export interface InputRow {
   startedAt: string | null;
   finishedAt: string | null;
   runMs: number;
+  /** The server running the input now and until when its lease holds (SPEC §11); none when idle. */
+  owner?: string;
+  leaseUntil?: string;
 }
 
 export interface NewInput {
@@ -77,6 +95,8 @@ export async function insertSession(
   for (const [idx, input] of session.inputs.entries()) {
     await tx`insert into bulkimport_input (session_id, idx, type, url, storage, source)
              values (${id}, ${idx}, ${input.type ?? null}, ${input.url}, ${input.storage}, ${input.source})`;
+    const payload: InputPayload = { session: id, idx };
+    await insertJob(tx, { kind: IMPORT_INPUT, key: inputJobKey(id, idx), grp: id, payload: { ...payload } });
   }
   if (session.secretHash !== undefined) {
     await tx`insert into bulkimport_secret (session_id, hash) values (${id}, ${session.secretHash})`;
@@ -87,8 +107,16 @@ export async function insertSession(
 export async function readSession(sql: AnySql, id: string): Promise<{ session: SessionRow; inputs: InputRow[] } | undefined> {
   const [session] = await sql.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus where id = $1`, [id]);
   if (!session) return undefined;
-  const inputs = await sql.unsafe(`select ${INPUT_COLUMNS} from bulkimport_input where session_id = $1 order by idx`, [id]);
-  return { session: session as unknown as SessionRow, inputs: inputs as unknown as InputRow[] };
+  const inputs = (await sql.unsafe(`select ${INPUT_COLUMNS} from bulkimport_input where session_id = $1 order by idx`, [id])) as unknown as InputRow[];
+  return { session: session as unknown as SessionRow, inputs: withLeases(id, inputs, await groupLeases(sql, id)) };
+}
+
+function withLeases(id: string, inputs: InputRow[], leases: Map<string, { owner: string; leaseUntil: string }>): InputRow[] {
+  if (leases.size === 0) return inputs;
+  return inputs.map((input) => {
+    const lease = leases.get(inputJobKey(id, input.idx));
+    return lease ? { ...input, owner: lease.owner, leaseUntil: lease.leaseUntil } : input;
+  });
 }
 
 /** Every session, oldest first, with its inputs (two queries, not one per session). */
@@ -102,7 +130,8 @@ export async function listSessions(sql: Sql): Promise<{ session: SessionRow; inp
     list.push(input as unknown as InputRow);
     bySession.set(row.session_id as string, list);
   }
-  return sessions.map((session) => ({ session, inputs: bySession.get(session.id) ?? [] }));
+  const leases = await groupLeases(sql);
+  return sessions.map((session) => ({ session, inputs: withLeases(session.id, bySession.get(session.id) ?? [], leases) }));
 }
 
 export async function secretHashOf(sql: AnySql, id: string): Promise<string | undefined> {

@@ -7,6 +7,7 @@ import { ident } from './db.ts';
 import { ALL_TYPES, tableOf, historyTableOf } from '../fhir/types.ts';
 import { createReaderSql, grantReaderSql } from './sql-reader.ts';
 import { AUTH_CHANNEL } from './notify.ts';
+import { JOBS_TABLE_SQL } from './jobs.ts';
 
 interface Migration {
   version: number;
@@ -88,6 +89,23 @@ ${[['client', 'Client'], ['accesspolicy', 'AccessPolicy']].map(([table, type]) =
 drop trigger if exists fhirhose_auth_changed on ${ident(table!)};
 create trigger fhirhose_auth_changed after insert or update or delete or truncate on ${ident(table!)}
   for each statement execute function fhirhose_auth_changed('${type}');`).join('\n')}`,
+  },
+  {
+    // SPEC §11: background work as leased rows (storage/jobs.ts). The inputs of sessions created
+    // before this migration become jobs too, in the state their session gives them.
+    version: 5,
+    name: 'jobs',
+    sql: () => `${JOBS_TABLE_SQL}
+insert into fhirhose_job (kind, key, grp, state, payload, checkpoint)
+select 'import-input', 'import-input:' || i.session_id || ':' || i.idx, i.session_id,
+  case when i.status = 'done' then 'done'
+       when i.status = 'error' then 'failed'
+       when i.status = 'aborted' or s.resource->>'status' = 'aborted' then 'cancelled'
+       when s.resource->>'status' = 'active' and i.status in ('pending', 'active') then 'ready'
+       else 'held' end,
+  jsonb_build_object('session', i.session_id, 'idx', i.idx), i.checkpoint
+from bulkimport_input i join bulkimportstatus s on s.id = i.session_id
+on conflict (key) do nothing;`,
   },
 ];
 

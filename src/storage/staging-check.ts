@@ -3,7 +3,7 @@
  * cursor over the staged rows for the background (`async`) schema check.
  * A row found invalid gets its reason in the `error` column; `mergeStaging` skips such rows.
  */
-import type { AnySql, Sql } from './db.ts';
+import type { AnySql } from './db.ts';
 import { ident } from './db.ts';
 import { isKnownType, tableOf } from '../fhir/types.ts';
 import type { Json } from '../fhir/resource.ts';
@@ -87,10 +87,26 @@ export interface StagedResource {
   resource: Record<string, Json>;
 }
 
-/** The staged rows in line order, `batch` at a time, through a server-side cursor. */
-export async function* readStaging(sql: Sql, table: string, options: { batch: number }): AsyncIterable<StagedResource[]> {
-  const cursor = sql.unsafe(`select line, type, id, resource from ${ident(table)} order by line`).cursor(options.batch);
-  for await (const rows of cursor) yield rows as unknown as StagedResource[];
+/**
+ * The staged rows after line `afterLine`, in line order, at most `limit`: one short statement per
+ * page (no cursor held open), so a background check can stop anywhere and resume from a line.
+ */
+export async function readStagingPage(sql: AnySql, table: string, options: { afterLine: number; limit: number }): Promise<StagedResource[]> {
+  const rows = await sql.unsafe(
+    `select line, type, id, resource from ${ident(table)} where line > $1 order by line limit ${options.limit}`,
+    [options.afterLine],
+  );
+  return rows as unknown as StagedResource[];
+}
+
+/** An index on the staging table's line numbers, for paging through it (idempotent). */
+export async function indexStagingLines(sql: AnySql, table: string): Promise<void> {
+  await sql.unsafe(`create index if not exists ${ident(`${table.slice(0, 50)}_line`)} on ${ident(table)} (line)`);
+}
+
+export async function stagingExists(sql: AnySql, table: string): Promise<boolean> {
+  const [row] = await sql`select to_regclass(${ident(table)}) is not null as found`;
+  return row?.found === true;
 }
 
 export async function countStaging(sql: AnySql, table: string): Promise<number> {

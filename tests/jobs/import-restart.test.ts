@@ -66,7 +66,8 @@ afterAll(async () => {
 });
 
 const spawnServer = (databaseUrl: string, port: number) =>
-  spawnChild(databaseUrl, port, { FHIRHOSE_IMPORT_ROOT: importRoot, FHIRHOSE_IMPORT_BATCH_LINES: '100', FHIRHOSE_IMPORT_CONCURRENCY: '2' });
+  // A killed server's inputs are claimable once its lease ends: 3 s, not the default 15 s.
+  spawnChild(databaseUrl, port, { FHIRHOSE_IMPORT_ROOT: importRoot, FHIRHOSE_IMPORT_BATCH_LINES: '100', FHIRHOSE_IMPORT_CONCURRENCY: '2', FHIRHOSE_LEASE_MS: '3000' });
 
 async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
   const databaseUrl = await freshDatabase();

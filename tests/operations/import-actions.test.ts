@@ -14,7 +14,8 @@ let sources: SourceServer;
 let seq = 0;
 
 beforeAll(async () => {
-  server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '1' });
+  // Every session held `active` keeps a job claimed (waiting on its source): room for all of them.
+  server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '1', FHIRHOSE_JOB_CONCURRENCY: '64' });
   sources = startSourceServer();
   const body = patients(20);
   sources.set('/held.ndjson', body, { holdAfter: body.indexOf('\n', body.indexOf('\n') + 1) + 1 });
