@@ -38,6 +38,11 @@ describe('config: happy', () => {
     const c = loadConfig({ PORT: '9000', DATABASE_URL: 'postgresql://u:p@db/x', FHIRHOSE_DATA_DIR: 'var/d', FHIRHOSE_ROOT_SECRET: 's3', FHIRHOSE_PG_PORT: '  ', FHIRHOSE_LOG: 'quiet' });
     expect(c).toMatchObject({ port: 9000, databaseUrl: 'postgresql://u:p@db/x', dataDir: path.resolve('var/d'), rootSecret: 's3', pgPort: 5433, log: 'quiet' });
   });
+
+  test('job leases default to 15 s and 4 jobs per server; both can be set', () => {
+    expect(loadConfig({})).toMatchObject({ leaseMs: 15_000, jobConcurrency: 4 });
+    expect(loadConfig({ FHIRHOSE_LEASE_MS: '3000', FHIRHOSE_JOB_CONCURRENCY: '8' })).toMatchObject({ leaseMs: 3000, jobConcurrency: 8 });
+  });
 });
 
 describe('config: errors', () => {
@@ -49,6 +54,8 @@ describe('config: errors', () => {
     [{ FHIRHOSE_POOL_SIZE: '1' }, 'Invalid configuration: FHIRHOSE_POOL_SIZE="1" must be a whole number from 2 to 200'],
     [{ FHIRHOSE_BODY_LIMIT: '10' }, 'Invalid configuration: FHIRHOSE_BODY_LIMIT="10" must be a whole number, at least 1024'],
     [{ FHIRHOSE_READ_MAX_LAG_MS: '-1' }, 'Invalid configuration: FHIRHOSE_READ_MAX_LAG_MS="-1" must be a whole number, at least 0'],
+    [{ FHIRHOSE_LEASE_MS: '100' }, 'Invalid configuration: FHIRHOSE_LEASE_MS="100" must be a whole number from 500 to 3600000'],
+    [{ FHIRHOSE_JOB_CONCURRENCY: '0' }, 'Invalid configuration: FHIRHOSE_JOB_CONCURRENCY="0" must be a whole number from 1 to 64'],
     [{ FHIRHOSE_LOG: 'debug' }, 'Invalid configuration: FHIRHOSE_LOG="debug" must be info or quiet'],
     [{ FHIRHOSE_SOURCE_STALL_TIMEOUT: '0' }, 'Invalid configuration: FHIRHOSE_SOURCE_STALL_TIMEOUT="0" must be a number of seconds, more than 0'],
     [{ FHIRHOSE_SOURCE_CONNECT_TIMEOUT: 'soon' }, 'Invalid configuration: FHIRHOSE_SOURCE_CONNECT_TIMEOUT="soon" must be a number of seconds, more than 0'],
