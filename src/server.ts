@@ -8,6 +8,7 @@ import type { Config } from './config.ts';
 import { connect, type Sql } from './storage/db.ts';
 import { startEmbedded, type EmbeddedDatabase } from './storage/embedded.ts';
 import { migrate } from './storage/migrations.ts';
+import { checkPostgresInternals } from './storage/postgres-internals.ts';
 import { inspectSqlReader } from './storage/sql-reader.ts';
 import { createAuth } from './auth/auth.ts';
 import { watchAuthChanges } from './auth/auth-changes.ts';
@@ -48,6 +49,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
   const sql = connect(databaseUrl, { max: config.poolSize });
   let sqlRole: string | undefined;
   try {
+    await checkPostgresInternals(sql);
     const applied = await migrate(sql);
     if (applied.length) log(`applied migrations ${applied.join(', ')}`);
     await ensureRootClient(sql, config.rootSecret, log);

@@ -10,7 +10,8 @@
  * - a database failure mid-stream errors the web stream, so the HTTP body is aborted.
  */
 import type { Readable } from 'node:stream';
-import { backendKey, cancelBackend, connectionLost, type BackendKey, type Sql } from './db.ts';
+import { connectionLost, type Sql } from './db.ts';
+import { backendKey, cancelBackend, resumeSocket, setReadBuffer, type BackendKey } from './postgres-internals.ts';
 
 /**
  * Bigger than postgres.js's default of 16 KiB (a socket pause/resume every ~5 Synthea Patients);
@@ -89,8 +90,7 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
     release(c, err);
     throw err;
   }
-  const state = (node as unknown as { _readableState?: { highWaterMark: number } })._readableState;
-  if (state) state.highWaterMark = BUFFER_BYTES;
+  setReadBuffer(node, BUFFER_BYTES);
 
   let failure: unknown;
   let finished = false;
@@ -161,19 +161,4 @@ function nextEvent(node: Readable): Promise<void> {
     };
     for (const e of events) node.on(e, done);
   });
-}
-
-/**
- * postgres.js 3.4.9 pauses the socket when a CopyData push fills the stream's buffer, and resumes
- * it only from the stream's `_read`. When CopyDone (or an error) arrives in the same socket chunk,
- * the stream ends with the socket still paused and the next query on that connection hangs for
- * ever (porsager/postgres#499, fix proposed in #1016). Seen here: the third of six back-to-back
- * 200k-row COPYs hung in ClientWrite; with this call after each, six of six completed.
- */
-function resumeSocket(node: Readable): void {
-  try {
-    (node as unknown as { _read(size: number): void })._read(0);
-  } catch {
-    // the connection is closed already: nothing to resume
-  }
 }

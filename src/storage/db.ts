@@ -3,6 +3,7 @@
  * other layers receive the `Sql` type re-exported here.
  */
 import postgres from 'postgres';
+import { backendKey, cancelBackend } from './postgres-internals.ts';
 
 export type Sql = postgres.Sql<{}>;
 export type TransactionSql = postgres.TransactionSql<{}>;
@@ -44,40 +45,6 @@ export function connectionLost(err: unknown): boolean {
 /** PostgreSQL's own message, for 400 answers about user SQL ($dump-sql). */
 export function pgMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/** What cancels a backend's statement: its pid and secret key (BackendKeyData). */
-export interface BackendKey {
-  pid: number;
-  secret: number;
-}
-
-/**
- * The key of the backend that ran a query: from its result, or from the query itself once sent
- * (postgres.js keeps it in `state`). Copied: postgres.js rewrites its object on reconnect.
- */
-export function backendKey(result: unknown): BackendKey {
-  const state = (result as { state?: { pid?: unknown; secret?: unknown } | null }).state;
-  if (typeof state?.pid !== 'number' || typeof state.secret !== 'number') throw new Error('postgres.js gave no backend key with this result');
-  return { pid: state.pid, secret: state.secret };
-}
-
-type Canceller = (query: { state: BackendKey; active: boolean }) => Promise<void>;
-
-/**
- * Cancels the statement `key`'s backend is running, with PostgreSQL's CancelRequest on a socket of
- * its own (postgres.js's own canceller, which `query.cancel()` uses but whose promise it drops).
- * Unlike `select pg_cancel_backend(pid)`, it needs no pooled connection: the streams that hold
- * every connection of a busy pool can cancel their COPYs and wait for that before they release
- * (tests/operations/dump-pool.test.ts hung with pg_cancel_backend). Resolves once the server has
- * closed that socket, i.e. has signalled the backend: a running statement fails with 57014, an
- * idle backend drops the signal, so a query sent on its connection afterwards is safe from it.
- */
-export function cancelBackend(sql: AnySql, key: BackendKey): Promise<void> {
-  // a query object that is never run: only its canceller is taken (queries run when awaited)
-  const { canceller } = sql`select 1` as unknown as { canceller?: Canceller };
-  if (!canceller) return Promise.reject(new Error('postgres.js has no canceller'));
-  return canceller({ state: { ...key }, active: true });
 }
 
 /**

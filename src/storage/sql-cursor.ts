@@ -17,8 +17,8 @@
  * Values come back as PostgreSQL's text output (postgres.js `raw()`), so formats can write
  * exactly what the database holds.
  */
-import type postgres from 'postgres';
-import { backendKey, cancelBackend, ident, type BackendKey, type Sql } from './db.ts';
+import { ident, type Sql } from './db.ts';
+import { backendKey, cancelBackend, EXTENDED_PROTOCOL, type BackendKey } from './postgres-internals.ts';
 
 export interface CursorColumn {
   name: string;
@@ -38,8 +38,6 @@ export interface SqlCursor {
 }
 
 const CURSOR = 'fhirhose_dump_sql';
-/** Extended protocol for a parameterless `unsafe()`: honoured by postgres.js 3.4.9, not in its types. */
-const ONE_STATEMENT = { simple: false } as unknown as postgres.UnsafeQueryOptions;
 const TARGET_BATCH_BYTES = 1 << 20;
 
 /** Declares the cursor and fetches the first rows, so any error of the query surfaces here. */
@@ -67,7 +65,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
   }
 
   async function fetch(): Promise<{ rows: RawRow[]; columns: CursorColumn[] }> {
-    const step = conn.unsafe(`fetch forward ${batch} from ${CURSOR}`, [], ONE_STATEMENT).raw();
+    const step = conn.unsafe(`fetch forward ${batch} from ${CURSOR}`, [], EXTENDED_PROTOCOL).raw();
     inFlight = step;
     const result = await step.finally(() => { inFlight = undefined; });
     const rows = result as unknown as RawRow[];
@@ -82,7 +80,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
     await conn.unsafe('begin transaction read only');
     if (options.role !== undefined) await conn.unsafe(`set local role ${ident(options.role)}`);
     key = backendKey(await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`));
-    await conn.unsafe(`declare ${CURSOR} no scroll cursor for ${query}`, [], ONE_STATEMENT);
+    await conn.unsafe(`declare ${CURSOR} no scroll cursor for ${query}`, [], EXTENDED_PROTOCOL);
     const first = await fetch();
     const cursor: SqlCursor = {
       columns: first.columns,
