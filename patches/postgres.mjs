@@ -10,13 +10,19 @@
  *    later reconnects that connection, the start-up's ReadyForQuery finds them and rejects the
  *    first query on the fresh backend with the dead one's error: a 500 for a request that never
  *    ran. (Listed in the table of porsager/postgres PR #1215, open: "Any kill during a query: the
- *    next query fails with the old backend's 57P01". Its start-up variant, #1223, is not touched.)
+ *    next query fails with the old backend's 57P01". Its start-up variant, issue #1223, a kill
+ *    while the connection fetches array types, is not touched.)
  *    Fix: clear both once the socket is closed and the query rejected.
- * 2. A query on a reserved connection whose socket has closed crashes the process: `execute`
- *    writes to the null socket in a setImmediate, an uncaught TypeError ("null is not an object
- *    (evaluating 'socket.write')"). Seen with fhirhose's $import lock connection after a database
- *    restart. Fix: such a query is rejected with CONNECTION_CLOSED (and the connection left where
- *    the pool keeps closed ones).
+ * 2. A query on a connection whose socket has closed crashes the process: `execute` writes to the
+ *    null socket in a setImmediate, an uncaught TypeError ("null is not an object (evaluating
+ *    'socket.write')") that no caller can catch. Two ways in: the next query on a reserved
+ *    connection (copy-out.ts, sql-cursor.ts), and the ROLLBACK postgres.js's own `begin()` sends
+ *    when a statement of a transaction whose backend died fails (an $import batch during a
+ *    database restart: tests/jobs/import-database-loss.test.ts ended the server in 2 of 3 runs
+ *    without this fix, its $import locks on a client of their own). Upstream:
+ *    porsager/postgres#1208 (reserve) and #1133 (transactions), fix proposed in PR #1209, open.
+ *    Fix: such a query is rejected with CONNECTION_CLOSED (and the connection left where the pool
+ *    keeps closed ones).
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,15 +1,17 @@
 /**
  * The pool after a backend dies (pg_terminate_backend, as an operator or a failover does): the
  * dead backend's error belongs to the query it killed, never to the next one, and a query on a
- * dead reserved connection is an error, not a crash. Both need patches/postgres.mjs (postgres.js
- * 3.4.9 handed the FATAL to the first query on the reconnected connection, and wrote to the null
- * socket of a closed reserved one).
+ * connection whose backend died (a reserved one, or a transaction's) is an error, not a crash of
+ * the process. Both need patches/postgres.mjs: postgres.js 3.4.9 handed the FATAL to the first
+ * query on the reconnected connection (fix 1: the first two tests fail without it), and wrote to
+ * the null socket of a closed connection (fix 2: the last two tests end the process without it).
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { copyOut } from '../../src/storage/copy-out.ts';
 import { freshDatabase } from '../helpers/database.ts';
 import { running } from '../operations/dump-helpers.ts';
+import { within } from '../helpers/wait.ts';
 
 let url: string;
 let admin: Sql;
@@ -21,11 +23,13 @@ afterAll(async () => { await admin.end(); });
 
 /** pid of the backend that runs a statement like `like`, once it runs. */
 async function backendOf(like: string): Promise<number> {
-  for (;;) {
+  let pid = 0;
+  await within(10_000, async () => {
     const [found] = await running(admin, like);
-    if (found) return Number(found.pid);
-    await Bun.sleep(10);
-  }
+    if (found) pid = Number(found.pid);
+    return found !== undefined;
+  }, `a backend running ${like}`);
+  return pid;
 }
 
 test('a query killed on a one-connection pool fails; the next query on the reconnected connection succeeds', async () => {
@@ -66,9 +70,28 @@ test('a query on a reserved connection whose backend died is rejected, not a cra
   try {
     const reserved = await pool.reserve();
     const key = await reserved`select pg_backend_pid() as pid`;
-    await admin`select pg_terminate_backend(${Number(key[0]!.pid)})`;
-    await Bun.sleep(100); // the socket's close reaches postgres.js
+    const pid = Number(key[0]!.pid);
+    await admin`select pg_terminate_backend(${pid})`;
+    await within(10_000, async () => (await admin`select 1 from pg_stat_activity where pid = ${pid}`).length === 0, 'the backend gone');
     await expect(reserved`select 1`).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
+    const [row] = await pool`select 2 as two`;
+    expect(row!.two).toBe(2);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});
+
+test('a statement of a transaction whose backend died while it waited is rejected, not a crash of the process', async () => {
+  const pool = connect(url, { max: 2 });
+  try {
+    const outcome = pool.begin(async (tx) => {
+      const [row] = await tx`select pg_backend_pid() as pid`;
+      await admin`select pg_terminate_backend(${Number(row!.pid)})`;
+      // the transaction waits on something else (a slow source, say) while its connection closes
+      await within(10_000, async () => (await admin`select 1 from pg_stat_activity where pid = ${Number(row!.pid)}`).length === 0, 'the backend gone');
+      await tx`select 1`;
+    });
+    await expect(outcome).rejects.toMatchObject({ code: expect.stringMatching(/^CONNECTION_|57P01/) });
     const [row] = await pool`select 2 as two`;
     expect(row!.two).toBe(2);
   } finally {
