@@ -12,18 +12,19 @@ import type { Json, ResourceRow } from '../fhir/resource.ts';
 export const LAST_UPDATED = `to_char(ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 const COLUMNS = `id, txid, ${LAST_UPDATED} as last_updated, resource_type, status, resource`;
 
+/** The columns every read returns, as a fragment of a tagged statement. */
+const columns = (sql: AnySql) => sql.unsafe(COLUMNS);
+
 export async function readResource(sql: AnySql, type: string, id: string): Promise<ResourceRow | undefined> {
-  const rows = await sql.unsafe(`select ${COLUMNS} from ${ident(tableOf(type))} where id = $1`, [id]);
-  return rows[0] as ResourceRow | undefined;
+  const [row] = await sql<ResourceRow[]>`select ${columns(sql)} from ${sql(tableOf(type))} where id = ${id}`;
+  return row;
 }
 
 export async function readVersion(sql: AnySql, type: string, id: string, txid: string): Promise<ResourceRow | undefined> {
-  const rows = await sql.unsafe(
-    `select ${COLUMNS} from ${ident(tableOf(type))} where id = $1 and txid = $2
-     union all select ${COLUMNS} from ${ident(historyTableOf(type))} where id = $1 and txid = $2 and status <> 'deleted'`,
-    [id, txid],
-  );
-  return rows[0] as ResourceRow | undefined;
+  const [row] = await sql<ResourceRow[]>`
+    select ${columns(sql)} from ${sql(tableOf(type))} where id = ${id} and txid = ${txid}
+    union all select ${columns(sql)} from ${sql(historyTableOf(type))} where id = ${id} and txid = ${txid} and status <> 'deleted'`;
+  return row;
 }
 
 /**
@@ -32,8 +33,8 @@ export async function readVersion(sql: AnySql, type: string, id: string, txid: s
  * may be far below, so when it is not above `floor` it is lifted there first. Without this, a few
  * updates of such a row reuse one of its txids and `(id, txid)` of the history table collides.
  */
-function nextTxid(floor: string): string {
-  return `(select case when n > ${floor} then n else setval('transaction_id_seq', ${floor} + 1) end from nextval('transaction_id_seq') as s(n))`;
+function nextTxid(sql: AnySql, floor: ReturnType<AnySql['unsafe']>) {
+  return sql`(select case when n > ${floor} then n else setval('transaction_id_seq', ${floor} + 1) end from nextval('transaction_id_seq') as s(n))`;
 }
 
 export interface WriteResult {
@@ -49,21 +50,16 @@ export interface WriteResult {
  * tried to create it.
  */
 export async function writeResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>): Promise<WriteResult> {
-  const table = ident(tableOf(type));
-  const history = ident(historyTableOf(type));
+  const table = tx(tableOf(type));
   for (;;) {
-    const [old] = await tx.unsafe(
-      `with old as (select * from ${table} where id = $1 for update)
-       insert into ${history} select * from old returning txid`,
-      [id],
-    );
+    const [old] = await tx<{ txid: string }[]>`
+      with old as (select * from ${table} where id = ${id} for update)
+      insert into ${tx(historyTableOf(type))} select * from old returning txid`;
     if (old) {
-      const rows = await tx.unsafe(
-        `update ${table} set txid = ${nextTxid('$2::bigint')}, ts = now(), status = 'updated', resource = $3
-         where id = $1 returning ${COLUMNS}`,
-        [id, old.txid, stored as never],
-      );
-      return { row: rows[0] as unknown as ResourceRow, created: false };
+      const [row] = await tx<ResourceRow[]>`
+        update ${table} set txid = ${nextTxid(tx, tx`${old.txid}::bigint`)}, ts = now(), status = 'updated', resource = ${stored as never}
+        where id = ${id} returning ${columns(tx)}`;
+      return { row: row!, created: false };
     }
     const row = await insertResource(tx, type, id, stored);
     if (row) return { row, created: true };
@@ -76,39 +72,31 @@ export async function writeResource(tx: AnySql, type: string, id: string, stored
  * `created` otherwise.
  */
 export async function insertResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>): Promise<ResourceRow | undefined> {
-  const rows = await tx.unsafe(
-    `with h as (select max(txid) as top, bool_or(status = 'deleted') as deleted from ${ident(historyTableOf(type))} where id = $1)
-     insert into ${ident(tableOf(type))} (id, txid, resource_type, status, resource)
-     select $1, ${nextTxid('coalesce(h.top, 0)')}, $2,
-            (case when h.deleted then 'recreated' else 'created' end)::resource_status, $3 from h
-     on conflict (id) do nothing returning ${COLUMNS}`,
-    [id, type, stored as never],
-  );
-  return rows[0] as unknown as ResourceRow | undefined;
+  const [row] = await tx<ResourceRow[]>`
+    with h as (select max(txid) as top, bool_or(status = 'deleted') as deleted from ${tx(historyTableOf(type))} where id = ${id})
+    insert into ${tx(tableOf(type))} (id, txid, resource_type, status, resource)
+    select ${id}, ${nextTxid(tx, tx`coalesce(h.top, 0)`)}, ${type},
+           (case when h.deleted then 'recreated' else 'created' end)::resource_status, ${stored as never} from h
+    on conflict (id) do nothing returning ${columns(tx)}`;
+  return row;
 }
 
 /** Delete keeps the last version in history and records a `deleted` marker version after it. */
 export async function deleteResource(tx: AnySql, type: string, id: string): Promise<boolean> {
-  const table = ident(tableOf(type));
-  const history = ident(historyTableOf(type));
-  const rows = await tx.unsafe(
-    `with old as (delete from ${table} where id = $1 returning *),
-          kept as (insert into ${history} select * from old returning id)
-     insert into ${history} (id, txid, cts, resource_type, status, resource)
-     select id, ${nextTxid('old.txid')}, cts, resource_type, 'deleted', resource from old returning id`,
-    [id],
-  );
+  const history = tx(historyTableOf(type));
+  const rows = await tx`
+    with old as (delete from ${tx(tableOf(type))} where id = ${id} returning *),
+         kept as (insert into ${history} select * from old returning id)
+    insert into ${history} (id, txid, cts, resource_type, status, resource)
+    select id, ${nextTxid(tx, tx`old.txid`)}, cts, resource_type, 'deleted', resource from old returning id`;
   return rows.length > 0;
 }
 
 export async function historyOf(sql: Sql, type: string, id: string): Promise<ResourceRow[]> {
-  const rows = await sql.unsafe(
-    `select ${COLUMNS} from ${ident(tableOf(type))} where id = $1
-     union all select ${COLUMNS} from ${ident(historyTableOf(type))} where id = $1
-     order by txid desc`,
-    [id],
-  );
-  return rows as unknown as ResourceRow[];
+  return await sql<ResourceRow[]>`
+    select ${columns(sql)} from ${sql(tableOf(type))} where id = ${id}
+    union all select ${columns(sql)} from ${sql(historyTableOf(type))} where id = ${id}
+    order by txid desc`;
 }
 
 /** A `_lastUpdated` value: the range [start, start + width) its precision covers, and the comparison. */
@@ -142,10 +130,11 @@ export async function searchResources(sql: Sql, type: string, query: SearchQuery
     else where.push(`ts < ${end()}`);
   }
   if (query.after !== undefined) where.push(`id > ${param(query.after)}`);
-  const rows = await sql.unsafe(
+  // The one statement of this file whose shape the request decides (which filters, how many
+  // _lastUpdated bounds): built as text, unprepared, so no prepared statement is left per shape.
+  return await sql.unsafe<ResourceRow[]>(
     `select ${COLUMNS} from ${ident(tableOf(type))}
      ${where.length ? 'where ' + where.join(' and ') : ''} order by id limit ${query.count + 1}`,
     params as never[],
   );
-  return rows as unknown as ResourceRow[];
 }
