@@ -22,7 +22,13 @@ export function connect(
   });
 }
 
-/** Quote an SQL identifier ("group", "careplan"): SPEC §2 says identifiers are always quoted. */
+/**
+ * Quote an SQL identifier ("group", "careplan"): SPEC §2 says identifiers are always quoted. For
+ * statements built as text: a tagged statement takes `sql(name)` instead. Text is kept for the
+ * statements on a load's own staging table (a name per load: as tagged, hence prepared, statements
+ * they would leave a prepared statement per load on every pooled connection), for COPY and DDL,
+ * and where the request decides the statement's shape.
+ */
 export function ident(name: string): string {
   return '"' + name.replaceAll('"', '""') + '"';
 }

@@ -51,8 +51,9 @@ export async function openDump(sql: Sql, query: DumpQuery): Promise<ReadableStre
   const statement = (condition: string) =>
     `copy (select id, txid, ts, resource from ${table}${condition ? ` where ${condition}` : ''}) to stdout (format binary)`;
 
-  const [size] = await sql.unsafe(`select pg_relation_size('${table.replaceAll("'", "''")}') as bytes, current_setting('block_size')::int as block`);
-  const pages = Math.floor(Number(size!.bytes) / Number(size!.block));
+  const [size] = await sql<{ bytes: string; block: number }[]>`
+    select pg_relation_size(${table}::regclass) as bytes, current_setting('block_size')::int as block`;
+  const pages = Math.floor(Number(size!.bytes) / size!.block);
   const taken = held.get(sql) ?? 0;
   // Two connections per split dump, split dumps at most half the pool: a dump holding its first
   // connection while it waits for the second can then never starve the pool into a deadlock.

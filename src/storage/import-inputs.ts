@@ -86,18 +86,18 @@ export async function emptyStaging(tx: TransactionSql, table: string): Promise<v
  * for the next sweep.
  */
 export async function dropOrphanStaging(sql: Sql, prefix: string, keep: () => Promise<Set<string>>): Promise<string[]> {
-  const rows = await sql`select relname from pg_class
+  const rows = await sql<{ relname: string }[]>`select relname from pg_class
     where relkind = 'r' and relnamespace = current_schema()::regnamespace and starts_with(relname, ${prefix})`;
   if (rows.length === 0) return [];
   const live = await keep();
   const dropped: string[] = [];
   for (const { relname } of rows) {
-    if (live.has(relname as string)) continue;
+    if (live.has(relname)) continue;
     const ok = await sql.begin(async (tx) => {
       await tx`set local lock_timeout = '1s'`;
-      await tx.unsafe(`drop table if exists ${ident(relname as string)}`);
+      await tx.unsafe(`drop table if exists ${ident(relname)}`);
     }).then(() => true, () => false);
-    if (ok) dropped.push(relname as string);
+    if (ok) dropped.push(relname);
   }
   return dropped;
 }

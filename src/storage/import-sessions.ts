@@ -105,10 +105,10 @@ export async function insertSession(
 }
 
 export async function readSession(sql: AnySql, id: string): Promise<{ session: SessionRow; inputs: InputRow[] } | undefined> {
-  const [session] = await sql.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus where id = $1`, [id]);
+  const [session] = await sql<SessionRow[]>`select ${sql.unsafe(SESSION_COLUMNS)} from bulkimportstatus where id = ${id}`;
   if (!session) return undefined;
-  const inputs = (await sql.unsafe(`select ${INPUT_COLUMNS} from bulkimport_input where session_id = $1 order by idx`, [id])) as unknown as InputRow[];
-  return { session: session as unknown as SessionRow, inputs: withLeases(id, inputs, await groupLeases(sql, id)) };
+  const inputs = await sql<InputRow[]>`select ${sql.unsafe(INPUT_COLUMNS)} from bulkimport_input where session_id = ${id} order by idx`;
+  return { session, inputs: withLeases(id, inputs, await groupLeases(sql, id)) };
 }
 
 function withLeases(id: string, inputs: InputRow[], leases: Map<string, { owner: string; leaseUntil: string }>): InputRow[] {
@@ -121,28 +121,28 @@ function withLeases(id: string, inputs: InputRow[], leases: Map<string, { owner:
 
 /** Every session, oldest first, with its inputs (two queries, not one per session). */
 export async function listSessions(sql: Sql): Promise<{ session: SessionRow; inputs: InputRow[] }[]> {
-  const sessions = (await sql.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus order by cts, id`)) as unknown as SessionRow[];
-  const inputs = await sql.unsafe(`select session_id, ${INPUT_COLUMNS} from bulkimport_input order by session_id, idx`);
+  const sessions = await sql<SessionRow[]>`select ${sql.unsafe(SESSION_COLUMNS)} from bulkimportstatus order by cts, id`;
+  const inputs = await sql<(InputRow & { session_id: string })[]>`
+    select session_id, ${sql.unsafe(INPUT_COLUMNS)} from bulkimport_input order by session_id, idx`;
   const bySession = new Map<string, InputRow[]>();
-  for (const row of inputs) {
-    const list = bySession.get(row.session_id as string) ?? [];
-    const { session_id: _s, ...input } = row;
-    list.push(input as unknown as InputRow);
-    bySession.set(row.session_id as string, list);
+  for (const { session_id: sessionId, ...input } of inputs) {
+    const list = bySession.get(sessionId) ?? [];
+    list.push(input);
+    bySession.set(sessionId, list);
   }
   const leases = await groupLeases(sql);
   return sessions.map((session) => ({ session, inputs: withLeases(session.id, bySession.get(session.id) ?? [], leases) }));
 }
 
 export async function secretHashOf(sql: AnySql, id: string): Promise<string | undefined> {
-  const [row] = await sql`select hash from bulkimport_secret where session_id = ${id}`;
-  return row?.hash as string | undefined;
+  const [row] = await sql<{ hash: string }[]>`select hash from bulkimport_secret where session_id = ${id}`;
+  return row?.hash;
 }
 
 /** The session row, locked against concurrent actions and batch commits until `tx` ends. */
 export async function lockSession(tx: TransactionSql, id: string): Promise<SessionRow | undefined> {
-  const [row] = await tx.unsafe(`select ${SESSION_COLUMNS} from bulkimportstatus where id = $1 for update`, [id]);
-  return row as unknown as SessionRow | undefined;
+  const [row] = await tx<SessionRow[]>`select ${tx.unsafe(SESSION_COLUMNS)} from bulkimportstatus where id = ${id} for update`;
+  return row;
 }
 
 /** A new version of the session's resource (new txid and ts); history is not kept for sessions. */
@@ -163,6 +163,6 @@ export async function setInputStatus(
 
 /** Ids of the sessions in state `active`: what a starting server resumes. */
 export async function activeSessionIds(sql: Sql): Promise<string[]> {
-  const rows = await sql`select id from bulkimportstatus where resource->>'status' = 'active' order by cts`;
-  return rows.map((r) => r.id as string);
+  const rows = await sql<{ id: string }[]>`select id from bulkimportstatus where resource->>'status' = 'active' order by cts`;
+  return rows.map((r) => r.id);
 }

@@ -17,7 +17,7 @@
  * Values come back as PostgreSQL's text output (postgres.js `raw()`), so formats can write
  * exactly what the database holds.
  */
-import { ident, type Sql } from './db.ts';
+import type { Sql } from './db.ts';
 import { backendKey, cancelBackend, EXTENDED_PROTOCOL, type BackendKey } from './postgres-internals.ts';
 
 export interface CursorColumn {
@@ -78,7 +78,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
 
   try {
     await conn.unsafe('begin transaction read only');
-    if (options.role !== undefined) await conn.unsafe(`set local role ${ident(options.role)}`);
+    if (options.role !== undefined) await conn`set local role ${conn(options.role)}`;
     key = backendKey(await conn.unsafe(`set local statement_timeout = ${Math.trunc(options.timeoutMs)}`));
     await conn.unsafe(`declare ${CURSOR} no scroll cursor for ${query}`, [], EXTENDED_PROTOCOL);
     const first = await fetch();

@@ -90,7 +90,7 @@ end $$;`;
 export async function inspectSqlReader(sql: Sql): Promise<{ role: string | undefined; warning: string | undefined }> {
   try {
     await sql.begin(async (tx) => {
-      await tx.unsafe(`set local role ${ident(SQL_READER_ROLE)}`);
+      await tx`set local role ${tx(SQL_READER_ROLE)}`;
       throw new Rollback();
     });
   } catch (err) {

@@ -28,10 +28,10 @@ export interface CheckResult {
  */
 export async function checkStagingRefs(tx: AnySql, table: string, options: { limit: number }): Promise<CheckResult> {
   const stage = ident(table);
-  const referenced = await tx.unsafe(
+  const referenced = await tx.unsafe<{ type: string }[]>(
     `select distinct split_part(ref, '/', 1) as type from ${stage}, unnest(refs) as ref where refs is not null`,
   );
-  const types = referenced.map((r) => r.type as string).filter(isKnownType);
+  const types = referenced.map((r) => r.type).filter(isKnownType);
   if (types.length > 0) {
     const missing = types.map((type) => `
       select r.line, r.ref from refs r
@@ -58,15 +58,14 @@ export async function checkStagingRefs(tx: AnySql, table: string, options: { lim
 /** The rows marked invalid: the first `limit` by line, their count, and the count per type. */
 export async function stagingErrors(tx: AnySql, table: string, options: { limit: number }): Promise<CheckResult> {
   const stage = ident(table);
-  const errors = await tx.unsafe(
-    `select line, error as message from ${stage} where error is not null order by line limit ${options.limit}`,
+  const errors = await tx.unsafe<LineError[]>(
+    `select line, error as message from ${stage} where error is not null order by line limit ${Math.trunc(options.limit)}`,
   );
-  const counts = await tx.unsafe(`select type, count(*)::int as n from ${stage} where error is not null group by type`);
-  const perType = Object.fromEntries(counts.map((r) => [r.type as string, r.n as number]));
+  const counts = await tx.unsafe<{ type: string; n: number }[]>(`select type, count(*)::int as n from ${stage} where error is not null group by type`);
   return {
-    errors: errors.map((r) => ({ line: r.line as number, message: r.message as string })),
-    errorCount: counts.reduce((n, r) => n + (r.n as number), 0),
-    perType,
+    errors: errors.map(({ line, message }) => ({ line, message })),
+    errorCount: counts.reduce((n, r) => n + r.n, 0),
+    perType: Object.fromEntries(counts.map((r) => [r.type, r.n])),
   };
 }
 
@@ -92,11 +91,10 @@ export interface StagedResource {
  * page (no cursor held open), so a background check can stop anywhere and resume from a line.
  */
 export async function readStagingPage(sql: AnySql, table: string, options: { afterLine: number; limit: number }): Promise<StagedResource[]> {
-  const rows = await sql.unsafe(
-    `select line, type, id, resource from ${ident(table)} where line > $1 order by line limit ${options.limit}`,
+  return await sql.unsafe<StagedResource[]>(
+    `select line, type, id, resource from ${ident(table)} where line > $1 order by line limit ${Math.trunc(options.limit)}`,
     [options.afterLine],
   );
-  return rows as unknown as StagedResource[];
 }
 
 /** An index on the staging table's line numbers, for paging through it (idempotent). */
@@ -105,11 +103,11 @@ export async function indexStagingLines(sql: AnySql, table: string): Promise<voi
 }
 
 export async function stagingExists(sql: AnySql, table: string): Promise<boolean> {
-  const [row] = await sql`select to_regclass(${ident(table)}) is not null as found`;
+  const [row] = await sql<{ found: boolean }[]>`select to_regclass(${ident(table)}) is not null as found`;
   return row?.found === true;
 }
 
 export async function countStaging(sql: AnySql, table: string): Promise<number> {
-  const [row] = await sql.unsafe(`select count(*)::int as n from ${ident(table)}`);
-  return (row?.n as number | undefined) ?? 0;
+  const [row] = await sql.unsafe<{ n: number }[]>(`select count(*)::int as n from ${ident(table)}`);
+  return row?.n ?? 0;
 }

@@ -49,11 +49,9 @@ export async function createStaging(tx: AnySql, options: { name?: string; tempor
     await tx.unsafe(`create temp table ${ident(name)} (${columns}) on commit drop`);
     return name;
   }
-  const [existing] = await tx.unsafe(
-    `select obj_description(c.oid, 'pg_class') as mark from pg_class c
-     where c.relname = $1 and c.relnamespace = current_schema()::regnamespace`,
-    [name],
-  );
+  const [existing] = await tx<{ mark: string | null }[]>`
+    select obj_description(c.oid, 'pg_class') as mark from pg_class c
+    where c.relname = ${name} and c.relnamespace = current_schema()::regnamespace`;
   if (existing && existing.mark !== MARK) {
     throw new OperationOutcomeError('conflict', `A table named "${name}" already exists and was not created by $load; choose another temp_table`);
   }
@@ -191,6 +189,6 @@ export async function mergeStaging(tx: AnySql, table: string, options: MergeOpti
 }
 
 async function stagedPerType(tx: AnySql, table: string): Promise<Record<string, number>> {
-  const rows = await tx.unsafe(`select type, count(*)::int as n from ${ident(table)} where error is null group by type order by type`);
-  return Object.fromEntries(rows.map((r) => [r.type as string, r.n as number]));
+  const rows = await tx.unsafe<{ type: string; n: number }[]>(`select type, count(*)::int as n from ${ident(table)} where error is null group by type order by type`);
+  return Object.fromEntries(rows.map((r) => [r.type, r.n]));
 }
