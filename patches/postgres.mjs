@@ -1,5 +1,5 @@
 /**
- * npm `postinstall`: two fixes to postgres.js 3.4.9, applied to the installed copy (every build of
+ * npm `postinstall`: three fixes to postgres.js 3.4.9, applied to the installed copy (every build of
  * it: src for Bun, cjs, cf). Idempotent; fails the install when a text it fixes is not there
  * (another version), so a dependency update cannot silently drop a fix. Both are bugs of a
  * connection whose backend died (pg_terminate_backend, a database restart or failover):
@@ -23,6 +23,13 @@
  *    porsager/postgres#1208 (reserve) and #1133 (transactions), fix proposed in PR #1209, open.
  *    Fix: such a query is rejected with CONNECTION_CLOSED (and the connection left where the pool
  *    keeps closed ones).
+ * 3. Not a bug, a missing limit: postgres.js buffers a whole message before it parses it, so one
+ *    row of `select repeat('x', 1000000000)` took the server to 4.4 GB. A connection made with
+ *    `max_message_bytes` (a new option) ends when the server announces a larger message (its
+ *    5-byte header is enough): the query fails with MESSAGE_TOO_LARGE and nothing more is read.
+ *    Used by $dump-sql connections (src/storage/pools.ts, FHIRHOSE_SQL_MAX_VALUE_BYTES). A pooled
+ *    connection ended so never came back (the next start-up on it timed out), so each $dump-sql
+ *    opens a connection of its own and ends it afterwards.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -32,22 +39,40 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'node
 const MARK = '// fhirhose patches/postgres.mjs';
 const FIXES = [
   {
+    file: 'connection.js',
     broken: "    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))\n",
     added: `    query = errorResponse = null ${MARK} (1): no stale error for the next connection\n`,
   },
   {
+    file: 'connection.js',
     broken: "    if (terminated)\n      return queryError(q, Errors.connection('CONNECTION_DESTROYED', options))\n",
     added: `    if (!socket) ${MARK} (2): a reserved connection whose socket closed\n      return (queryError(q, Errors.connection('CONNECTION_CLOSED', options)), true)\n`,
+  },
+  {
+    file: 'connection.js',
+    broken: "      length = incoming.readUInt32BE(1)\n",
+    added: `      if (options.max_message_bytes && length > options.max_message_bytes) { ${MARK} (3): a message over the limit ends the connection
+        incoming = Buffer.alloc(0), incomings = null, remaining = 0
+        error(Object.assign(Errors.generic('MESSAGE_TOO_LARGE', 'The database sent a message of ' + length + ' bytes, over the limit of ' + options.max_message_bytes), { bytes: length, limit: options.max_message_bytes }))
+        return socket.destroy()
+      }
+`,
+  },
+  {
+    file: 'index.js',
+    broken: "    onnotice        : o.onnotice,\n",
+    added: `    max_message_bytes: o.max_message_bytes, ${MARK} (3)\n`,
   },
 ];
 
 if (!fs.existsSync(root)) process.exit(0); // not installed (e.g. a partial install): nothing to fix
-for (const build of ['src', 'cjs/src', 'cf/src']) {
-  const file = path.join(root, build, 'connection.js');
+for (const [build, name] of ['src', 'cjs/src', 'cf/src'].flatMap((b) => [[b, 'connection.js'], [b, 'index.js']])) {
+  const file = path.join(root, build, name);
   if (!fs.existsSync(file)) continue;
   let text = fs.readFileSync(file, 'utf8');
   let changed = false;
-  for (const [i, { broken, added }] of FIXES.entries()) {
+  for (const [i, { file: target, broken, added }] of FIXES.entries()) {
+    if (target !== name) continue;
     if (text.includes(broken + added)) continue;
     if (!text.includes(broken)) {
       console.error(`patches/postgres.mjs: ${file} has changed (fix ${i + 1}); check whether postgres.js fixed it and update the patch`);

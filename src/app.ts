@@ -18,6 +18,7 @@ import { load } from './operations/load.ts';
 import { notFound } from './fhir/outcome.ts';
 import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
+import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 
 export interface AppDeps {
@@ -31,6 +32,13 @@ export interface AppDeps {
 export function createApp(deps: AppDeps): Hono {
   const { ctx, auth } = deps;
   const body = (c: Context) => readBody(c, ctx.config.bodyLimit);
+  // SPEC §10: bulk routes use the bulk pools and take a slot of the bulk cap (http/bulk-gate.ts)
+  const bulk: OperationContext = { ...ctx, sql: ctx.pools?.bulk ?? ctx.sql };
+  const { config } = ctx;
+  const gate = bulkGate(bulkSlots({ concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs }), {
+    concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs, log: ctx.log,
+    slowReader: { bytesPerSec: config.slowReaderBytesPerSec, windowMs: config.slowReaderWindowMs },
+  });
   const api = new Hono({ strict: false });
 
   api.get('/health', (c) => c.json({ status: 'ok' }));
@@ -57,17 +65,17 @@ export function createApp(deps: AppDeps): Hono {
     const answer = await importAction(ctx, deps.imports, await body(c));
     return respond(c, answer.status, answer.session, answer.headers);
   });
-  api.post('/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { signal: c.req.raw.signal })));
-  api.post('/:type/$load', async (c) => respond(c, 200, await load(ctx, await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
-  api.post('/$dump-sql', async (c) => {
+  api.post('/$load', gate, async (c) => respond(c, 200, await load(bulk, await body(c), { signal: c.req.raw.signal })));
+  api.post('/:type/$load', gate, async (c) => respond(c, 200, await load(bulk, await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
+  api.post('/$dump-sql', gate, async (c) => {
     const request = dumpSqlRequest(await body(c), new URL(c.req.url).searchParams.get('_format'));
-    const { body: stream, headers } = await dumpSql(ctx, request);
+    const { body: stream, headers } = await dumpSql(bulk, request);
     return new Response(stream, { status: 200, headers });
   });
   // before /:type/:id, which would take "$dump" for an id
-  api.get('/:type/$dump', async (c) => {
+  api.get('/:type/$dump', gate, async (c) => {
     const request = { query: new URL(c.req.url).searchParams, acceptEncoding: c.req.header('accept-encoding') };
-    const { body: stream, headers } = await dump(ctx, c.req.param('type'), request);
+    const { body: stream, headers } = await dump(bulk, c.req.param('type'), request);
     return new Response(stream, { status: 200, headers });
   });
   api.get('/BulkImportStatus', async (c) => {

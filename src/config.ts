@@ -51,6 +51,15 @@ const schema = z.object({
   FHIRHOSE_MAX_COMPRESSION_RATIO: int(200, 2),
   FHIRHOSE_JOB_CONCURRENCY: int(4, 1, 64),
   FHIRHOSE_LEASE_MS: int(15_000, 500, 3_600_000),
+  FHIRHOSE_BULK_POOL_SIZE: int(16, 2, 200),
+  FHIRHOSE_BULK_CONCURRENCY: int(8, 1, 200),
+  FHIRHOSE_BULK_QUEUE: int(32, 0, 10_000),
+  FHIRHOSE_BULK_QUEUE_WAIT_MS: int(10_000, 0),
+  FHIRHOSE_SLOW_READER_BYTES_PER_SEC: int(4096, 0),
+  FHIRHOSE_SLOW_READER_WINDOW_MS: int(30_000, 100),
+  FHIRHOSE_SQL_MAX_VALUE_BYTES: int(16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+  FHIRHOSE_LOGIN_FAILURES_PER_MINUTE: int(10, 0),
+  FHIRHOSE_SHUTDOWN_GRACE_MS: int(20_000, 0),
   FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
 });
 
@@ -82,6 +91,16 @@ export interface Config {
   /** How long a claimed job stays this server's without a renewal (SPEC §11). */
   leaseMs: number;
   log: 'info' | 'quiet';
+  /** SPEC §10 limits: README "Limits". `poolSize` is the API pool; bulk work has its own. */
+  bulkPoolSize: number;
+  bulkConcurrency: number;
+  bulkQueue: number;
+  bulkQueueWaitMs: number;
+  slowReaderBytesPerSec: number;
+  slowReaderWindowMs: number;
+  sqlMaxValueBytes: number;
+  loginFailuresPerMinute: number;
+  shutdownGraceMs: number;
 }
 
 export interface SourceLimits {
@@ -136,5 +155,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     jobConcurrency: e.FHIRHOSE_JOB_CONCURRENCY,
     leaseMs: e.FHIRHOSE_LEASE_MS,
     log: e.FHIRHOSE_LOG,
+    bulkPoolSize: e.FHIRHOSE_BULK_POOL_SIZE,
+    bulkConcurrency: e.FHIRHOSE_BULK_CONCURRENCY,
+    bulkQueue: e.FHIRHOSE_BULK_QUEUE,
+    bulkQueueWaitMs: e.FHIRHOSE_BULK_QUEUE_WAIT_MS,
+    slowReaderBytesPerSec: e.FHIRHOSE_SLOW_READER_BYTES_PER_SEC,
+    slowReaderWindowMs: e.FHIRHOSE_SLOW_READER_WINDOW_MS,
+    sqlMaxValueBytes: e.FHIRHOSE_SQL_MAX_VALUE_BYTES,
+    loginFailuresPerMinute: e.FHIRHOSE_LOGIN_FAILURES_PER_MINUTE,
+    shutdownGraceMs: e.FHIRHOSE_SHUTDOWN_GRACE_MS,
   };
 }

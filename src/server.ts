@@ -6,6 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import type { Config } from './config.ts';
 import { connect, type Sql } from './storage/db.ts';
+import { closePools, openPools } from './storage/pools.ts';
 import { startEmbedded, type EmbeddedDatabase } from './storage/embedded.ts';
 import { migrate } from './storage/migrations.ts';
 import { checkPostgresInternals } from './storage/postgres-internals.ts';
@@ -46,7 +47,8 @@ export async function startServer(config: Config, log = createLogger(config)): P
     databaseUrl = embedded.url;
     log(`embedded PostgreSQL ready: psql ${databaseUrl}`);
   }
-  const sql = connect(databaseUrl, { max: config.poolSize });
+  const pools = openPools(databaseUrl, { apiPoolSize: config.poolSize, ...config });
+  const sql = pools.api;
   let sqlRole: string | undefined;
   try {
     await checkPostgresInternals(sql);
@@ -57,7 +59,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     sqlRole = reader.role;
     if (reader.warning) log(`warning: ${reader.warning}`);
   } catch (err) {
-    await sql.end({ timeout: 1 });
+    await closePools(pools, 1);
     await embedded?.stop();
     throw err;
   }
@@ -69,7 +71,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
   try {
     authWatch = await watchAuthChanges(sql, auth);
   } catch (err) {
-    await sql.end({ timeout: 1 });
+    await closePools(pools, 1);
     await replica?.sql.end({ timeout: 1 });
     await embedded?.stop();
     throw err;
@@ -80,6 +82,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     log,
     sqlRole,
     replica,
+    pools,
     changed(type) {
       if (type === 'Client' || type === 'AccessPolicy') auth.forget(type);
     },
@@ -104,7 +107,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
     const maxRequestBodySize = Math.max(config.bodyLimit + 1, 128 * 1024 * 1024);
     server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, idleTimeout: 0, maxRequestBodySize });
   } catch (err) {
-    await sql.end({ timeout: 1 });
+    await closePools(pools, 1);
     await replica?.sql.end({ timeout: 1 });
     await jobSql.end({ timeout: 1 });
     await embedded?.stop();
@@ -126,7 +129,7 @@ export async function startServer(config: Config, log = createLogger(config)): P
       await jobs.stop();
       await authWatch.unlisten().catch(() => {});
       await jobSql.end({ timeout: 5 });
-      await sql.end({ timeout: 5 });
+      await closePools(pools, 5);
       await replica?.sql.end({ timeout: 5 });
       await embedded?.stop();
     },

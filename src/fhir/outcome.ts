@@ -13,6 +13,8 @@ export type OutcomeCode =
   | 'too-large' // 413
   | 'unsupported-media' // 415
   | 'unprocessable' // 422: readable request, unusable content (corrupt gzip, binary source)
+  | 'throttled' // 429: too many failed logins (auth/login-limiter.ts)
+  | 'busy' // 503: the bulk cap is reached (http/bulk-gate.ts), or the server is shutting down
   | 'bad-gateway' // 502: a source that cannot be fetched
   | 'unavailable' // 503: a database fhirhose depends on (the read replica) cannot serve now
   | 'timeout' // 504
@@ -30,6 +32,8 @@ export function statusOf(code: OutcomeCode): number {
     case 'too-large': return 413;
     case 'unsupported-media': return 415;
     case 'unprocessable': return 422;
+    case 'throttled': return 429;
+    case 'busy': return 503;
     case 'bad-gateway': return 502;
     case 'unavailable': return 503;
     case 'timeout': return 504;
@@ -47,7 +51,8 @@ function issueTypeOf(code: OutcomeCode): string {
     case 'not-acceptable': case 'not-allowed': return 'business-rule';
     case 'conflict': return 'conflict';
     case 'too-large': return 'too-costly';
-    case 'bad-gateway': case 'unavailable': return 'transient';
+    case 'bad-gateway': case 'unavailable': case 'busy': return 'transient';
+    case 'throttled': return 'throttled';
     case 'timeout': return 'timeout';
     case 'exception': return 'exception';
   }

@@ -34,6 +34,7 @@ export interface RowFormatter {
 const BOOL = 16;
 const NUMERIC_TYPES = new Set([20, 21, 23, 26, 700, 701, 1700]); // int8 int2 int4 oid float4 float8 numeric
 const JSON_TYPES = new Set([114, 3802]); // json jsonb
+const JSON_TYPE = 114;
 const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 
 export function rowFormatter(columns: CursorColumn[], options: FormatOptions): RowFormatter {
@@ -83,6 +84,9 @@ function jsonValue(value: Buffer | null, type: number): string {
   if (value === null) return 'null';
   const text = value.toString('utf8');
   if (type === BOOL) return text === 't' ? 'true' : 'false';
+  // json (not jsonb) keeps its input's whitespace, line breaks included; outside strings they are
+  // only whitespace (inside one they are escaped, or it would not be json), so a space keeps the record on one line
+  if (type === JSON_TYPE) return text.includes('\n') || text.includes('\r') ? text.replace(/[\r\n]/g, ' ') : text;
   if (JSON_TYPES.has(type)) return text;
   if (NUMERIC_TYPES.has(type) && JSON_NUMBER.test(text)) return text; // NaN, Infinity stay strings
   return JSON.stringify(text);
@@ -106,7 +110,9 @@ function sqlLiteral(value: Buffer | null, type: number): string {
   if (type === BOOL) return text === 't' ? 'true' : 'false';
   if (NUMERIC_TYPES.has(type) && JSON_NUMBER.test(text)) return text;
   const quoted = text.replaceAll("'", "''");
-  return text.includes('\\') ? `E'${quoted.replaceAll('\\', '\\\\')}'` : `'${quoted}'`;
+  // E'' with \n and \r escapes when the value holds a line break: one INSERT per line (SPEC §10)
+  if (!/[\\\r\n]/.test(text)) return `'${quoted}'`;
+  return `E'${quoted.replaceAll('\\', '\\\\').replaceAll('\n', '\\n').replaceAll('\r', '\\r')}'`;
 }
 
 function elasticBulk(columns: CursorColumn[], index: string | undefined): RowFormatter {

@@ -51,14 +51,18 @@ export interface DumpSqlResponse {
 
 export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): Promise<DumpSqlResponse> {
   const reader = await bulkReader(ctx);
+  // a connection of its own, bounded per row (storage/pools.ts), to the database bulkReader chose
+  const own = ctx.pools?.sqlReader(reader === ctx.sql ? undefined : ctx.config.readUrl);
   let opened: { cursor: SqlCursor; first: RawRow[] };
   try {
-    opened = await openReadOnlyCursor(reader, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });
+    opened = await openReadOnlyCursor(own ?? reader, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });
   } catch (err) {
+    await own?.end({ timeout: 1 });
     const failure = replicaFailure(ctx, reader, err);
     throw failure === err ? queryError(err) : failure;
   }
-  const { cursor, first } = opened;
+  const { first } = opened;
+  const cursor = { ...opened.cursor, close: async () => { await opened.cursor.close(); await own?.end({ timeout: 1 }); } };
   const formatter = rowFormatter(cursor.columns, request);
   const encoder = new TextEncoder();
   let next: Promise<RawRow[]> | undefined = cursor.next();
@@ -78,7 +82,7 @@ export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): P
           try {
             rows = await next!;
           } catch (err) {
-            ctx.log(`POST /$dump-sql aborted mid-stream: ${pgMessage(err)}`);
+            ctx.log(`POST /$dump-sql aborted mid-stream: ${pgCode(err) === 'MESSAGE_TOO_LARGE' ? tooLarge(err) : pgMessage(err)}`);
             await cursor.close();
             throw err;
           }
@@ -107,7 +111,14 @@ export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): P
  */
 function queryError(err: unknown): unknown {
   const code = pgCode(err);
+  if (code === 'MESSAGE_TOO_LARGE') return new OperationOutcomeError('too-large', tooLarge(err), { cause: err });
   if (!code || /^(08|53|58|57P)/.test(code)) return err;
   const message = code === '25006' ? `${pgMessage(err)} ($dump-sql runs read-only)` : pgMessage(err);
   return new OperationOutcomeError('invalid', `The query failed: ${message}`, { cause: err });
+}
+
+/** SPEC §10: a row over FHIRHOSE_SQL_MAX_VALUE_BYTES (storage/pools.ts) ends the query. */
+function tooLarge(err: unknown): string {
+  const { bytes, limit } = err as { bytes?: number; limit?: number };
+  return `A row of the result is ${bytes} bytes, over the limit of ${limit} bytes for one value or row (FHIRHOSE_SQL_MAX_VALUE_BYTES); the query was stopped`;
 }

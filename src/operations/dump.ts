@@ -45,9 +45,11 @@ export async function dump(ctx: OperationContext, type: string, request: DumpReq
   assertType(type);
   const params = dumpParams(request);
   const reader = await bulkReader(ctx);
+  // split dumps may take half of the pool they read from: the bulk pool, or the replica's
+  const poolSize = ctx.pools && reader === ctx.sql ? ctx.config.bulkPoolSize : ctx.config.poolSize;
   let parts: ReadableStream<Uint8Array>[];
   try {
-    parts = await openDump(reader, { type, since: params.since, poolSize: ctx.config.poolSize });
+    parts = await openDump(reader, { type, since: params.since, poolSize });
   } catch (err) {
     throw replicaFailure(ctx, reader, err);
   }

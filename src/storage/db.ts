@@ -11,11 +11,13 @@ export type AnySql = Sql | TransactionSql;
 
 export function connect(
   url: string,
-  options: { max?: number; applicationName?: string; connectTimeoutS?: number; settings?: Record<string, string | number> } = {},
+  options: { max?: number; applicationName?: string; connectTimeoutS?: number; settings?: Record<string, string | number>; maxMessageBytes?: number } = {},
 ): Sql {
   return postgres(url, {
     max: options.max ?? 10,
     ...(options.connectTimeoutS === undefined ? {} : { connect_timeout: options.connectTimeoutS }),
+    // patches/postgres.mjs fix 3: a larger message from the server ends the connection (storage/pools.ts)
+    ...(options.maxMessageBytes ? { max_message_bytes: options.maxMessageBytes } as object : {}),
     onnotice: () => {},
     idle_timeout: 60,
     connection: { application_name: options.applicationName ?? 'fhirhose', TimeZone: 'UTC', ...options.settings },

@@ -46,7 +46,10 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
   let closed = false;
   let inFlight: Promise<unknown> | undefined;
   let key: BackendKey | undefined;
-  let batch = 100; // rows per FETCH: few at first (a fast first byte), then sized to ~1 MB
+  // rows per FETCH: few at first (a fast first byte, and at most 10 rows of the largest size the
+  // pool lets through: FHIRHOSE_SQL_MAX_VALUE_BYTES), then sized to ~1 MB by the largest row seen
+  let batch = 10;
+  let largest = 1;
   let exhausted = false;
 
   async function close(): Promise<void> {
@@ -70,9 +73,12 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
     const result = await step.finally(() => { inFlight = undefined; });
     const rows = result as unknown as RawRow[];
     if (rows.length < batch) exhausted = true;
-    let bytes = 0;
-    for (const row of rows) for (const value of row) bytes += value === null ? 1 : value.length + 1;
-    if (rows.length > 0) batch = Math.max(100, Math.min(50_000, Math.round(TARGET_BATCH_BYTES / Math.max(1, bytes / rows.length))));
+    for (const row of rows) {
+      let bytes = 0;
+      for (const value of row) bytes += value === null ? 1 : value.length + 1;
+      if (bytes > largest) largest = bytes;
+    }
+    if (rows.length > 0) batch = Math.max(1, Math.min(50_000, batch * 4, Math.floor(TARGET_BATCH_BYTES / largest)));
     return { rows, columns: (result.columns ?? []).map((c) => ({ name: c.name, type: c.type })) };
   }
 

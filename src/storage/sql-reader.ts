@@ -20,6 +20,23 @@ import { ALL_TYPES, tableOf, historyTableOf } from '../fhir/types.ts';
 
 export const SQL_READER_ROLE = 'fhirhose_sql';
 
+/**
+ * Functions a read-only transaction still lets a query call although they write or outlive it
+ * (SPEC §10), all tried through $dump-sql on PostgreSQL 18 as fhirhose_sql: WAL messages
+ * (`pg_logical_emit_message`, transactional or not), xid assignment (`txid_current`,
+ * `pg_current_xact_id`), and advisory locks — session ones outlive the query, and even
+ * transaction ones could hold the key fhirhose's migrations lock with for the statement timeout. EXECUTE on every
+ * overload is revoked from PUBLIC (superuser only, like set_config), so fhirhose_sql gets
+ * "permission denied"; superusers keep them, and fhirhose's own role is one whenever the revoke
+ * can happen. (nextval/setval, lo_create and the like are refused already: read-only transaction,
+ * no privilege on the sequence.) The unlock functions stay: fhirhose calls pg_advisory_unlock_all.
+ */
+export const WRITING_FUNCTIONS = [
+  'pg_logical_emit_message', 'txid_current', 'pg_current_xact_id',
+  'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared',
+  'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared', 'pg_try_advisory_xact_lock', 'pg_try_advisory_xact_lock_shared',
+];
+
 /** The tables `fhirhose_sql` may read: every resource table and its history, except Client's. */
 export function readableTables(): string[] {
   return ALL_TYPES.filter((t) => t !== 'Client').flatMap((t) => [tableOf(t), historyTableOf(t)]);
@@ -66,9 +83,16 @@ export function grantReaderSql(): string {
   const role = ident(SQL_READER_ROLE);
   return `
 do $$
-declare t text;
+declare t text; f regprocedure;
 begin
   if not exists (select 1 from pg_roles where rolname = ${literal(SQL_READER_ROLE)}) then return; end if;
+  if (select rolsuper from pg_roles where rolname = current_user) then
+    for f in select p.oid::regprocedure from pg_proc p
+      where p.pronamespace = 'pg_catalog'::regnamespace and p.proname = any (array[${WRITING_FUNCTIONS.map(literal).join(', ')}])
+        and has_function_privilege(${literal(SQL_READER_ROLE)}, p.oid, 'EXECUTE') loop
+      execute format('revoke execute on function %s from public', f);
+    end loop;
+  end if;
   if not has_schema_privilege(${literal(SQL_READER_ROLE)}, 'public', 'USAGE') then
     grant usage on schema public to ${role};
   end if;
@@ -101,10 +125,14 @@ export async function inspectSqlReader(sql: Sql): Promise<{ role: string | undef
       throw err;
     }
   }
-  const [row] = await sql`select has_function_privilege(${SQL_READER_ROLE}, 'pg_catalog.set_config(text,text,boolean)', 'EXECUTE') as escapable`;
+  const [row] = await sql`select has_function_privilege(${SQL_READER_ROLE}, 'pg_catalog.set_config(text,text,boolean)', 'EXECUTE') as escapable,
+    (select string_agg(distinct p.proname, ', ') from pg_proc p where p.pronamespace = 'pg_catalog'::regnamespace
+      and p.proname = any (${WRITING_FUNCTIONS}::text[]) and has_function_privilege(${SQL_READER_ROLE}, p.oid, 'EXECUTE')) as writers`;
   const warning = row!.escapable
     ? `$dump-sql queries run as ${SQL_READER_ROLE}, but set_config(…) is executable by PUBLIC (only a superuser may revoke it), so a query can switch back to this database role; see README, POST /$dump-sql`
-    : undefined;
+    : row!.writers
+      ? `$dump-sql queries run as ${SQL_READER_ROLE}, but may call ${String(row!.writers)} (EXECUTE granted to PUBLIC; only a superuser may revoke it); see README, POST /$dump-sql`
+      : undefined;
   return { role: SQL_READER_ROLE, warning };
 }
 

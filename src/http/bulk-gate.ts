@@ -1,0 +1,106 @@
+/**
+ * The cap on concurrent bulk operations (SPEC §10 "two connection pools"): `$dump`, `$dump-sql`
+ * and `$load` requests take a slot for as long as their response body streams. At most
+ * FHIRHOSE_BULK_CONCURRENCY run at once; up to FHIRHOSE_BULK_QUEUE more wait, each for at most
+ * FHIRHOSE_BULK_QUEUE_WAIT_MS; past that a request gets 503 with `Retry-After` at once. Waiting
+ * costs nothing but the socket: no connection is taken before the slot.
+ *
+ * Bodies are also guarded against slow readers (streams/slow-reader.ts). The slot is released
+ * when the body ends, fails, is cancelled or is cut, never before: a slow reader keeps its slot
+ * until it is cut, which is what bounds the connections the bulk pool lends.
+ */
+import type { MiddlewareHandler } from 'hono';
+import { OperationOutcomeError } from '../fhir/outcome.ts';
+import { guardSlowReader } from '../streams/slow-reader.ts';
+
+export interface BulkGateOptions {
+  concurrency: number;
+  queue: number;
+  queueWaitMs: number;
+  slowReader: { bytesPerSec: number; windowMs: number };
+  log(line: string): void;
+}
+
+const RETRY_AFTER_SECONDS = 5;
+
+export interface BulkSlots {
+  /** Resolves with the release function once a slot is free; throws 503 past the queue. */
+  acquire(signal?: AbortSignal): Promise<() => void>;
+  readonly running: number;
+  readonly waiting: number;
+}
+
+export function bulkSlots(options: Pick<BulkGateOptions, 'concurrency' | 'queue' | 'queueWaitMs'>): BulkSlots {
+  let running = 0;
+  const waiters: (() => void)[] = [];
+  const busy = (why: string) => new OperationOutcomeError('busy',
+    `The server is running ${options.concurrency} bulk operations, its limit (FHIRHOSE_BULK_CONCURRENCY), ${why}; retry in ${RETRY_AFTER_SECONDS} s`,
+    { headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
+
+  function releaser(): () => void {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const next = waiters.shift();
+      if (next) next(); // the slot passes straight to the next waiter
+      else running--;
+    };
+  }
+
+  return {
+    get running() { return running; },
+    get waiting() { return waiters.length; },
+    async acquire(signal) {
+      if (running < options.concurrency) {
+        running++;
+        return releaser();
+      }
+      if (waiters.length >= options.queue || options.queueWaitMs === 0) {
+        throw busy(`and ${waiters.length} more are waiting (FHIRHOSE_BULK_QUEUE)`);
+      }
+      await new Promise<void>((resolve, reject) => {
+        const leave = (error: unknown) => {
+          const at = waiters.indexOf(wake);
+          if (at >= 0) waiters.splice(at, 1);
+          clearTimeout(timer);
+          reject(error);
+        };
+        const wake = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', gone);
+          resolve();
+        };
+        const gone = () => leave(signal!.reason);
+        const timer = setTimeout(() => leave(busy(`and none was free after ${options.queueWaitMs} ms of waiting (FHIRHOSE_BULK_QUEUE_WAIT_MS)`)), options.queueWaitMs);
+        signal?.addEventListener('abort', gone, { once: true });
+        waiters.push(wake);
+      });
+      return releaser();
+    },
+  };
+}
+
+/** Hono middleware for the bulk routes: a slot per request, held until its body is done. */
+export function bulkGate(slots: BulkSlots, options: BulkGateOptions): MiddlewareHandler {
+  return async (c, next) => {
+    const release = await slots.acquire(c.req.raw.signal);
+    let handedOver = false;
+    try {
+      await next();
+      const res = c.res;
+      if (res.body) {
+        const what = `${c.req.method} ${new URL(c.req.url).pathname}`;
+        const body = guardSlowReader(res.body, {
+          ...options.slowReader,
+          onSlow: (message) => options.log(`${what}: ${message}`),
+          onEnd: release,
+        });
+        handedOver = true;
+        c.res = new Response(body, { status: res.status, headers: res.headers });
+      }
+    } finally {
+      if (!handedOver) release();
+    }
+  };
+}
