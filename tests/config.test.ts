@@ -90,3 +90,21 @@ describe('config: security', () => {
     }
   });
 });
+
+describe('config: server limits (SPEC §10)', () => {
+  test('defaults match the README rows', () => {
+    expect(loadConfig({})).toMatchObject({
+      bulkPoolSize: 16, bulkConcurrency: 8, bulkQueue: 32, bulkQueueWaitMs: 10_000,
+      slowReaderBytesPerSec: 4096, slowReaderWindowMs: 30_000, sqlMaxValueBytes: 16 * 1024 * 1024,
+    });
+  });
+
+  test('values are read; bad ones are refused naming the variable', () => {
+    expect(loadConfig({ FHIRHOSE_BULK_CONCURRENCY: '3', FHIRHOSE_BULK_QUEUE: '0', FHIRHOSE_SLOW_READER_BYTES_PER_SEC: '0' }))
+      .toMatchObject({ bulkConcurrency: 3, bulkQueue: 0, slowReaderBytesPerSec: 0 });
+    expect(() => loadConfig({ FHIRHOSE_BULK_CONCURRENCY: '0' })).toThrow('FHIRHOSE_BULK_CONCURRENCY="0" must be a whole number from 1 to 200');
+    expect(() => loadConfig({ FHIRHOSE_BULK_POOL_SIZE: '1' })).toThrow('FHIRHOSE_BULK_POOL_SIZE="1"');
+    expect(() => loadConfig({ FHIRHOSE_SLOW_READER_WINDOW_MS: 'soon' })).toThrow('FHIRHOSE_SLOW_READER_WINDOW_MS="soon"');
+    expect(() => loadConfig({ FHIRHOSE_SQL_MAX_VALUE_BYTES: '10' })).toThrow('FHIRHOSE_SQL_MAX_VALUE_BYTES="10" must be a whole number from 1024 to 1073741824');
+  });
+});
