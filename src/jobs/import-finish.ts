@@ -19,7 +19,7 @@ export async function failSession(tx: TransactionSql, id: string, failure: { idx
   const row = await lockSession(tx, id);
   if (!row || row.resource.status !== 'active') return false;
   await failInput(tx, id, failure.idx, failure.message);
-  await parkInputs(tx, id);
+  await parkInputs(tx, id, `stopped when inputs[${failure.idx}] failed`);
   await setGroupState(tx, id, { from: ['ready'], to: 'failed', only: [inputJobKey(id, failure.idx)] });
   await setGroupState(tx, id, { from: ['ready'], to: 'held' });
   await writeSession(tx, id, moved(row.resource, 'error', failure.message));

@@ -10,7 +10,7 @@ import type { Config } from '../config.ts';
 import type { Sql } from '../storage/db.ts';
 import type { InputRow } from '../storage/import-sessions.ts';
 import { IMPORT_INPUT, readSession, type InputPayload } from '../storage/import-sessions.ts';
-import { claimInput, dropOrphanStaging } from '../storage/import-inputs.ts';
+import { claimInput, dropOrphanStaging, reportBytes } from '../storage/import-inputs.ts';
 import { liveJobs } from '../storage/jobs.ts';
 import { createStaging, dropStaging } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
@@ -104,13 +104,13 @@ async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOu
     return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
   }
   try {
-    return await stream(job, table);
+    return await stream(sql, job, table);
   } finally {
     await dropStaging(sql, table).catch(() => {});
   }
 }
 
-async function stream(job: InputJob, table: string): Promise<InputOutcome> {
+async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutcome> {
   const { input, signal } = job;
   let source: Source;
   try {
@@ -124,12 +124,41 @@ async function stream(job: InputJob, table: string): Promise<InputOutcome> {
     skipLines: input.checkpoint,
   });
   const writer = new BatchWriter(job, table, source.bytesTotal);
-  const interrupted = await pump(job, batches, writer, () => rawBytes);
+  const reporter = reportWhileReading(sql, job, () => rawBytes);
+  const interrupted = await pump(job, batches, writer, () => rawBytes).finally(() => reporter.stop());
   // Never return with a transaction in flight: the caller drops the staging table next.
   await writer.settle();
   if (writer.error !== undefined) return writer.outcome();
   if (signal.aborted) return { kind: 'stopped' };
   return interrupted ?? writer.outcome();
+}
+
+/** How often the bytes read are recorded between batch commits. */
+const REPORT_MS = 1000;
+
+/**
+ * Records the bytes read every REPORT_MS, whatever the batches do (SPEC §8: a stalled input must
+ * look stalled, not slow). One update at a time; a failed one is only a missed report.
+ */
+function reportWhileReading(sql: Sql, job: InputJob, bytesRead: () => number): { stop(): Promise<void> } {
+  let reported = 0;
+  let inflight: Promise<void> = Promise.resolve();
+  let busy = false;
+  const timer = setInterval(() => {
+    const bytes = bytesRead();
+    if (busy || bytes === reported || job.signal.aborted) return;
+    busy = true;
+    inflight = reportBytes(sql, job.sessionId, job.input.idx, bytes)
+      .then(() => { reported = bytes; })
+      .catch(() => {})
+      .finally(() => { busy = false; });
+  }, REPORT_MS);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await inflight;
+    },
+  };
 }
 
 /**

@@ -36,14 +36,15 @@ export function transition(action: StateAction, from: SessionState): Transition 
 
 /**
  * What the session's unfinished inputs become with the session's new state. An input that is
- * `done` stays done; one in `error` stays so until a force-resume retries it.
+ * `done` stays done; one in `error`, or `stopped` because a sibling failed, stays so until a
+ * force-resume runs it on.
  */
 export function inputStatesFor(action: StateAction): { from: string[]; to: string } {
   switch (action) {
     case 'pause': return { from: ['pending', 'active'], to: 'paused' };
     case 'abort': return { from: ['pending', 'active', 'paused'], to: 'aborted' };
     case 'resume': return { from: ['paused'], to: 'pending' };
-    case 'force-resume': return { from: ['active', 'paused', 'error'], to: 'pending' };
+    case 'force-resume': return { from: ['active', 'paused', 'error', 'stopped'], to: 'pending' };
   }
 }
 

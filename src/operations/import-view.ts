@@ -59,7 +59,7 @@ export function sessionView(session: SessionRow, inputs: InputRow[], now = Date.
   const activeMs = (r.activeMs ?? 0) + (r.activeSince ? Math.max(0, now - Date.parse(r.activeSince)) : 0);
   const imported = sum(inputs.map((i) => i.imported));
   const rate = activeMs > 0 ? round(imported / (activeMs / 1000)) : 0;
-  const progress = sessionProgress(inputs);
+  const progress = r.status === 'done' ? 1 : sessionProgress(inputs, r.sized === true);
   const view: SessionView = {
     resourceType: 'BulkImportStatus',
     id: session.id,
@@ -88,7 +88,6 @@ export function sessionView(session: SessionRow, inputs: InputRow[], now = Date.
 }
 
 function inputView(i: InputRow, now: number): InputView {
-  const end = i.finishedAt ? Date.parse(i.finishedAt) : now;
   return {
     ...(i.type !== null && { type: i.type }),
     url: displayUrl(i.url),
@@ -103,7 +102,7 @@ function inputView(i: InputRow, now: number): InputView {
     ...(i.message !== null && { message: i.message }),
     ...(i.startedAt !== null && { startedAt: i.startedAt }),
     ...(i.finishedAt !== null && { finishedAt: i.finishedAt }),
-    ...(i.startedAt !== null && { durationMs: Math.max(0, end - Date.parse(i.startedAt)) }),
+    ...(i.startedAt !== null && { durationMs: inputDuration(i, now) }),
     checkpoint: i.checkpoint,
     rate: i.runMs > 0 ? round(i.imported / (i.runMs / 1000)) : 0,
     ...(i.owner !== undefined && { owner: i.owner, leaseUntil: i.leaseUntil }),
@@ -111,18 +110,40 @@ function inputView(i: InputRow, now: number): InputView {
 }
 
 /**
- * Byte-weighted when every size is known (the honest measure for files of different sizes);
- * otherwise the mean of per-input fractions, where an input of unknown size counts only when done.
+ * Running: since it started. Finished, failed or stopped by a sibling's failure: until then. Paused
+ * or waiting to run again: the time its batches took, which does not grow while nothing runs.
  */
-function sessionProgress(inputs: InputRow[]): number {
+function inputDuration(i: InputRow, now: number): number {
+  const started = Date.parse(i.startedAt!);
+  if (i.status === 'active') return Math.max(0, now - started);
+  if (i.finishedAt !== null) return Math.max(0, Date.parse(i.finishedAt) - started);
+  return Math.round(i.runMs);
+}
+
+/**
+ * Never decreasing, by construction (SPEC §8: progress tells the truth):
+ * - `sized` (every size was known at start, import-sizes.ts): bytes read over bytes in total, each
+ *   input weighed by its size;
+ * - otherwise each input weighs the same: done counts 1, a running input of known size its share
+ *   of bytes read, one of unknown size 0 until it is done.
+ * The weights never change during a session, `bytes_read` only grows and `bytes_total` is written
+ * once, so neither sum can go back. An input not done counts at most 99 % of its weight: the last
+ * bytes are read before the last batch commits.
+ */
+function sessionProgress(inputs: InputRow[], sized: boolean): number {
   if (inputs.length === 0) return 0;
   const fraction = (i: InputRow) =>
-    i.status === 'done' ? 1 : i.bytesTotal ? Math.min(1, i.bytesRead / i.bytesTotal) : 0;
-  if (inputs.every((i) => i.bytesTotal !== null && i.bytesTotal > 0)) {
+    i.status === 'done' ? 1 : i.bytesTotal ? Math.min(0.99, i.bytesRead / i.bytesTotal) : 0;
+  if (sized && inputs.every((i) => i.bytesTotal !== null && i.bytesTotal > 0)) {
     const total = sum(inputs.map((i) => i.bytesTotal!));
-    return round(sum(inputs.map((i) => fraction(i) * i.bytesTotal!)) / total, 4);
+    return floor4(sum(inputs.map((i) => fraction(i) * i.bytesTotal!)) / total);
   }
-  return round(sum(inputs.map(fraction)) / inputs.length, 4);
+  return floor4(sum(inputs.map(fraction)) / inputs.length);
+}
+
+/** Rounded down, so a rounding never shows 1 for an unfinished session, nor a step back. */
+function floor4(value: number): number {
+  return Math.floor(value * 10_000) / 10_000;
 }
 
 /** Credentials and query strings stay out of status answers: pre-signed URLs carry secrets. */

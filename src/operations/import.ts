@@ -10,6 +10,7 @@ import type { OperationContext } from './context.ts';
 import { parseImportRequest, type ImportInputRequest, type ImportRequest } from './import-request.ts';
 import { inputStatesFor, jobStatesFor, moved, transition } from './import-actions.ts';
 import { sessionView, type SessionView } from './import-view.ts';
+import { inputSizes } from './import-sizes.ts';
 import { hashSecret, verifySecret } from '../auth/secrets.ts';
 import { OperationOutcomeError, forbidden, invalid, notFound } from '../fhir/outcome.ts';
 import { resolveImportPath } from '../streams/source.ts';
@@ -78,6 +79,8 @@ async function start(ctx: OperationContext, runner: ImportNotifier, request: Imp
   const id = request.id ?? crypto.randomUUID();
   const inputs: NewInput[] = [];
   for (const [i, input] of request.inputs.entries()) inputs.push(await locate(ctx, input, i));
+  const sizes = await inputSizes(inputs.map((i) => i.source), ctx.config.sources);
+  for (const [i, size] of sizes.entries()) if (size !== undefined) inputs[i]!.bytesTotal = size;
   const resource: SessionResource = {
     status: 'active',
     inputFormat: request.inputFormat,
@@ -87,6 +90,8 @@ async function start(ctx: OperationContext, runner: ImportNotifier, request: Imp
     startedAt: new Date().toISOString(),
     activeMs: 0,
     activeSince: new Date().toISOString(),
+    // Every size known before the first byte: progress is weighed by bytes for the whole session.
+    sized: sizes.every((size) => size !== undefined && size > 0),
   };
   const secretHash = request.secret === undefined ? undefined : await hashSecret(request.secret);
   const created = await ctx.sql.begin(async (tx) => {

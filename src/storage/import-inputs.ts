@@ -2,7 +2,7 @@
  * The SQL of one `$import` input at work (SPEC §8): claim it, gate each batch on the session's
  * state and the input's checkpoint, record the batch's progress in the batch's own transaction.
  */
-import type { Sql, TransactionSql } from './db.ts';
+import type { AnySql, Sql, TransactionSql } from './db.ts';
 import { ident } from './db.ts';
 
 export type Gate = 'ok' | 'stopped' | 'lost';
@@ -27,7 +27,7 @@ export async function gateBatch(tx: TransactionSql, id: string, idx: number, che
 export async function claimInput(tx: TransactionSql, id: string, idx: number): Promise<boolean> {
   const [session] = await tx`select resource->>'status' as status from bulkimportstatus where id = ${id} for share`;
   if (!session || session.status !== 'active') return false;
-  const claimed = await tx`update bulkimport_input set status = 'active', started_at = coalesce(started_at, now())
+  const claimed = await tx`update bulkimport_input set status = 'active', started_at = coalesce(started_at, now()), finished_at = null
                            where session_id = ${id} and idx = ${idx} and status in ('pending', 'active') returning idx`;
   return claimed.length > 0;
 }
@@ -48,8 +48,8 @@ export interface BatchProgress {
 
 export async function recordBatch(tx: TransactionSql, id: string, idx: number, p: BatchProgress): Promise<void> {
   await tx`update bulkimport_input set
-      checkpoint = ${p.checkpoint}, lines_read = ${p.checkpoint}, bytes_read = ${p.bytesRead},
-      bytes_total = coalesce(${p.bytesTotal ?? null}::bigint, bytes_total),
+      checkpoint = ${p.checkpoint}, lines_read = ${p.checkpoint}, bytes_read = greatest(bytes_read, ${p.bytesRead}),
+      bytes_total = coalesce(bytes_total, ${p.bytesTotal ?? null}::bigint),
       imported = imported + ${p.imported}, error_count = error_count + ${p.errorCount},
       errors = errors || ${tx.json(p.errors as never)}, run_ms = run_ms + ${Math.round(p.runMs)},
       status = case when ${p.done} then 'done' else status end,
@@ -58,15 +58,29 @@ export async function recordBatch(tx: TransactionSql, id: string, idx: number, p
     where session_id = ${id} and idx = ${idx}`;
 }
 
+/**
+ * Bytes read so far by a running input, between its batch commits (SPEC §8: progress as bytes are
+ * read, so a stalled input looks stalled, not slow). Never lowers the count: a resumed input reads
+ * its source again from the start.
+ */
+export async function reportBytes(sql: AnySql, id: string, idx: number, bytesRead: number): Promise<void> {
+  await sql`update bulkimport_input set bytes_read = greatest(bytes_read, ${bytesRead})
+            where session_id = ${id} and idx = ${idx} and status = 'active'`;
+}
+
 /** The input failed: `error` with the message; the caller moves the session in the same tx. */
 export async function failInput(tx: TransactionSql, id: string, idx: number, message: string): Promise<void> {
-  await tx`update bulkimport_input set status = 'error', message = ${message}
+  await tx`update bulkimport_input set status = 'error', message = ${message}, finished_at = now()
            where session_id = ${id} and idx = ${idx}`;
 }
 
-/** Unfinished inputs go back to `pending` when a sibling fails: force-resume runs them on. */
-export async function parkInputs(tx: TransactionSql, id: string): Promise<void> {
-  await tx`update bulkimport_input set status = 'pending' where session_id = ${id} and status = 'active'`;
+/**
+ * The inputs still running when a sibling failed are `stopped` with a message saying why, and their
+ * clock stops (`finished_at`); pending ones stay `pending`. force-resume runs both on.
+ */
+export async function parkInputs(tx: TransactionSql, id: string, why: string): Promise<void> {
+  await tx`update bulkimport_input set status = 'stopped', message = ${why}, finished_at = now()
+           where session_id = ${id} and status = 'active'`;
 }
 
 export async function allInputsDone(tx: TransactionSql, id: string): Promise<boolean> {

@@ -34,6 +34,8 @@ export interface SessionResource {
   /** Time spent `active` before `activeSince`; the rate divides by active time, not wall time. */
   activeMs: number;
   activeSince?: string;
+  /** Every input's size was known at start (import-sizes.ts): progress is weighed by bytes. */
+  sized?: boolean;
 }
 
 export interface SessionRow {
@@ -72,6 +74,8 @@ export interface NewInput {
   url: string;
   storage: string;
   source: string;
+  /** Asked at start (HEAD, file size) when it could be. */
+  bytesTotal?: number;
 }
 
 const INSTANT = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
@@ -93,8 +97,8 @@ export async function insertSession(
     on conflict (id) do nothing returning id`;
   if (created.length === 0) return false;
   for (const [idx, input] of session.inputs.entries()) {
-    await tx`insert into bulkimport_input (session_id, idx, type, url, storage, source)
-             values (${id}, ${idx}, ${input.type ?? null}, ${input.url}, ${input.storage}, ${input.source})`;
+    await tx`insert into bulkimport_input (session_id, idx, type, url, storage, source, bytes_total)
+             values (${id}, ${idx}, ${input.type ?? null}, ${input.url}, ${input.storage}, ${input.source}, ${input.bytesTotal ?? null})`;
     const payload: InputPayload = { session: id, idx };
     await insertJob(tx, { kind: IMPORT_INPUT, key: inputJobKey(id, idx), grp: id, payload: { ...payload } });
   }

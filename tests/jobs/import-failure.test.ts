@@ -110,7 +110,8 @@ test('one failing input of two stops the session; after the fix both end exact',
   expect(failed.status).toBe('error');
   expect(failed.message).toContain('inputs[1]');
   expect(failed.inputs[1].status).toBe('error');
-  expect(['pending', 'done']).toContain(failed.inputs[0].status);
+  expect(['stopped', 'done']).toContain(failed.inputs[0].status);
+  if (failed.inputs[0].status === 'stopped') expect(failed.inputs[0].message).toBe('stopped when inputs[1] failed');
   sources.set('/two-b.ndjson', bad);
   await forceResume('two');
   const done = await waitFor(server, 'two', (s) => s.status !== 'active');
