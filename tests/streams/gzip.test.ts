@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
-import { gunzipIfNeeded, gzipStream } from '../../src/streams/gzip.ts';
+import { RATIO_FLOOR, gunzipIfNeeded, gzipStream } from '../../src/streams/gzip.ts';
 
 const encoder = new TextEncoder();
 const ndjson = Array.from({ length: 2000 }, (_, i) => `{"resourceType":"Patient","id":"p${i}","name":"é${i}"}`).join('\n');
@@ -124,6 +124,39 @@ describe('gunzipIfNeeded', () => {
     await reader.cancel('client went away');
     await Bun.sleep(5);
     expect(cancelled).toBe('client went away');
+  });
+});
+
+describe('gunzipIfNeeded limits', () => {
+  async function refusal(stream: ReadableStream<Uint8Array>): Promise<OperationOutcomeError> {
+    const error = await bytesOf(stream).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(OperationOutcomeError);
+    return error as OperationOutcomeError;
+  }
+
+  test('output past maxBytes errors the stream, plain or gzipped, and cancels the input', async () => {
+    for (const bytes of [plain, gzipped]) {
+      let cancelled = false;
+      const input = new ReadableStream<Uint8Array>({
+        start(controller) { for (const c of chunked(bytes, 1000)) controller.enqueue(c); },
+        cancel() { cancelled = true; },
+      });
+      const error = await refusal(gunzipIfNeeded(input, { maxBytes: 10_000, maxRatio: 200 }));
+      expect(error.code).toBe('too-large');
+      expect(error.message).toBe('the source expands to more than 10000 bytes of ndjson (FHIRHOSE_MAX_SOURCE_BYTES)');
+      expect(cancelled).toBe(true);
+    }
+    expect(await bytesOf(gunzipIfNeeded(streamOf([gzipped]), { maxBytes: plain.length, maxRatio: 200 }))).toEqual(plain);
+  });
+
+  test('a gzip expanding past maxRatio is refused as a bomb once past the floor; a small one that compresses well is not', async () => {
+    const bomb = Bun.gzipSync(new Uint8Array(RATIO_FLOOR * 8).fill(0x61));
+    expect(bomb.length * 200).toBeLessThan(RATIO_FLOOR * 8);
+    const error = await refusal(gunzipIfNeeded(streamOf(chunked(bomb, 64 * 1024)), { maxBytes: 1e12, maxRatio: 200 }));
+    expect(error.code).toBe('unprocessable');
+    expect(error.message).toMatch(/^the gzip expands more than 200 times \(\d+ bytes from \d+\), refused as a probable gzip bomb \(FHIRHOSE_MAX_COMPRESSION_RATIO\)$/);
+    const small = new Uint8Array(RATIO_FLOOR / 2).fill(0x61);
+    expect(await bytesOf(gunzipIfNeeded(streamOf([Bun.gzipSync(small)]), { maxBytes: 1e12, maxRatio: 200 }))).toEqual(small);
   });
 });
 

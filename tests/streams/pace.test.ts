@@ -1,0 +1,54 @@
+import { expect, test } from 'bun:test';
+import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
+import { watchPace } from '../../src/streams/pace.ts';
+
+/** A source that gives `chunks` chunks of `size` bytes, each after `delayMs`. */
+function source(chunks: number, size: number, delayMs: number): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent === chunks) return controller.close();
+      if (delayMs > 0) await Bun.sleep(delayMs);
+      sent++;
+      controller.enqueue(new Uint8Array(size));
+    },
+  }, { highWaterMark: 0 });
+}
+
+async function drain(stream: ReadableStream<Uint8Array>, pauseMs = 0): Promise<number> {
+  let bytes = 0;
+  for await (const chunk of stream) {
+    bytes += chunk.length;
+    if (pauseMs > 0) await Bun.sleep(pauseMs);
+  }
+  return bytes;
+}
+
+const describe = (what: string) => `Cannot load "x": ${what}`;
+
+test('a source that stops sending errors the stream after the stall timeout and is cancelled', async () => {
+  let cancelled = false;
+  const stalled = new ReadableStream<Uint8Array>({
+    start(controller) { controller.enqueue(new Uint8Array(10)); },
+    cancel() { cancelled = true; },
+  });
+  const error = await drain(watchPace(stalled, { stallTimeoutMs: 200, minRate: 0, rateWindowMs: 1000 }, describe)).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(OperationOutcomeError);
+  expect((error as OperationOutcomeError).code).toBe('timeout');
+  expect((error as OperationOutcomeError).message).toBe('Cannot load "x": sent no bytes for 0.2 s (FHIRHOSE_SOURCE_STALL_TIMEOUT)');
+  expect(cancelled).toBe(true);
+});
+
+test('a source below the minimum rate over the window errors the stream', async () => {
+  // 100 bytes every 50 ms: 2,000 bytes/s, under a minimum of 10,000.
+  const error = await drain(watchPace(source(100, 100, 50), { stallTimeoutMs: 5000, minRate: 10_000, rateWindowMs: 500 }, describe)).catch((e: unknown) => e);
+  expect((error as OperationOutcomeError).message).toMatch(/^Cannot load "x": sent \d+ bytes\/s over 0\.\d s, below the minimum of 10000 bytes\/s \(FHIRHOSE_SOURCE_MIN_RATE\)$/);
+});
+
+test('a slow reader never makes a fast source look slow: only the time spent waiting for it counts', async () => {
+  // The source gives 50 KB per 10 ms it is waited for (5 MB/s; still 830 KB/s if a busy machine makes
+  // that 60 ms); the reader then takes 200 ms per chunk (the database, say). Counted in wall time
+  // that is under 240 KB/s, below the minimum of 500 KB/s.
+  const bytes = await drain(watchPace(source(12, 50_000, 10), { stallTimeoutMs: 2000, minRate: 500_000, rateWindowMs: 100 }, describe), 200);
+  expect(bytes).toBe(600_000);
+});
