@@ -4,7 +4,7 @@
  * call an operation and render its result.
  */
 import { Hono, type Context } from 'hono';
-import type { OperationContext } from './operations/context.ts';
+import type { Caller, OperationContext } from './operations/context.ts';
 import type { Auth } from './auth/auth.ts';
 import { readBody } from './http/body.ts';
 import { renderError, respond } from './http/respond.ts';
@@ -29,17 +29,24 @@ export interface AppDeps {
   imports: ImportNotifier;
 }
 
+/** What the auth middleware hands the routes. */
+type Env = { Variables: { caller: Caller } };
+
 export function createApp(deps: AppDeps): Hono {
-  const { ctx, auth } = deps;
-  const body = (c: Context) => readBody(c, ctx.config.bodyLimit);
+  const { auth } = deps;
+  const server = deps.ctx;
+  const body = (c: Context) => readBody(c, server.config.bodyLimit);
   // SPEC §10: bulk routes use the bulk pools and take a slot of the bulk cap (http/bulk-gate.ts)
-  const bulk: OperationContext = { ...ctx, sql: ctx.pools?.bulk ?? ctx.sql };
-  const { config } = ctx;
+  const bulkServer: OperationContext = { ...server, sql: server.pools?.bulk ?? server.sql };
+  const { config } = server;
   const gate = bulkGate(bulkSlots({ concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs }), {
-    concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs, log: ctx.log,
+    concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs, log: server.log,
     slowReader: { bytesPerSec: config.slowReaderBytesPerSec, windowMs: config.slowReaderWindowMs },
   });
-  const api = new Hono({ strict: false });
+  // The operations' context of one request: the server's (or the bulk pools'), with the authenticated caller.
+  const ctx = (c: Context<Env>): OperationContext => ({ ...server, caller: c.get('caller') });
+  const bulk = (c: Context<Env>): OperationContext => ({ ...bulkServer, caller: c.get('caller') });
+  const api = new Hono<Env>({ strict: false });
 
   api.get('/health', (c) => c.json({ status: 'ok' }));
 
@@ -54,59 +61,59 @@ export function createApp(deps: AppDeps): Hono {
       params: Object.fromEntries(url.searchParams),
       client: { id: clientId },
     });
-    c.set('clientId' as never, clientId as never);
+    c.set('caller', { clientId });
     return next();
   });
 
   // ---- route table ----------------------------------------------------------------------------
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
-  api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx, await body(c))));
+  api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx(c), await body(c))));
   api.post('/$import', async (c) => {
-    const answer = await importAction(ctx, deps.imports, await body(c));
+    const answer = await importAction(ctx(c), deps.imports, await body(c));
     return respond(c, answer.status, answer.session, answer.headers);
   });
-  api.post('/$load', gate, async (c) => respond(c, 200, await load(bulk, await body(c), { signal: c.req.raw.signal })));
-  api.post('/:type/$load', gate, async (c) => respond(c, 200, await load(bulk, await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
+  api.post('/$load', gate, async (c) => respond(c, 200, await load(bulk(c), await body(c), { signal: c.req.raw.signal })));
+  api.post('/:type/$load', gate, async (c) => respond(c, 200, await load(bulk(c), await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
   api.post('/$dump-sql', gate, async (c) => {
     const request = dumpSqlRequest(await body(c), new URL(c.req.url).searchParams.get('_format'));
-    const { body: stream, headers } = await dumpSql(bulk, request);
+    const { body: stream, headers } = await dumpSql(bulk(c), request);
     return new Response(stream, { status: 200, headers });
   });
   // before /:type/:id, which would take "$dump" for an id
   api.get('/:type/$dump', gate, async (c) => {
     const request = { query: new URL(c.req.url).searchParams, acceptEncoding: c.req.header('accept-encoding') };
-    const { body: stream, headers } = await dump(bulk, c.req.param('type'), request);
+    const { body: stream, headers } = await dump(bulk(c), c.req.param('type'), request);
     return new Response(stream, { status: 200, headers });
   });
   api.get('/BulkImportStatus', async (c) => {
-    const sessions = await listImportSessions(ctx);
+    const sessions = await listImportSessions(ctx(c));
     return respond(c, 200, { resourceType: 'Bundle', type: 'searchset', total: sessions.length, entry: sessions.map((resource) => ({ resource })) });
   });
-  api.get('/BulkImportStatus/:id', async (c) => respond(c, 200, await readImportSession(ctx, c.req.param('id'))));
+  api.get('/BulkImportStatus/:id', async (c) => respond(c, 200, await readImportSession(ctx(c), c.req.param('id'))));
 
-  api.get('/:type', async (c) => respond(c, 200, await search(ctx, c.req.param('type'), new URL(c.req.url).searchParams, c.req.url)));
+  api.get('/:type', async (c) => respond(c, 200, await search(ctx(c), c.req.param('type'), new URL(c.req.url).searchParams, c.req.url)));
   api.post('/:type', async (c) => {
-    const created = await createResource(ctx, c.req.param('type'), await body(c));
+    const created = await createResource(ctx(c), c.req.param('type'), await body(c));
     return respond(c, 201, created, { Location: `/${created.resourceType}/${created.id}/_history/${created.meta?.versionId}` });
   });
-  api.get('/:type/:id', async (c) => respond(c, 200, await readOne(ctx, c.req.param('type'), c.req.param('id'))));
+  api.get('/:type/:id', async (c) => respond(c, 200, await readOne(ctx(c), c.req.param('type'), c.req.param('id'))));
   api.put('/:type/:id', async (c) => {
-    const { resource, created } = await updateResource(ctx, c.req.param('type'), c.req.param('id'), await body(c));
+    const { resource, created } = await updateResource(ctx(c), c.req.param('type'), c.req.param('id'), await body(c));
     return respond(c, created ? 201 : 200, resource);
   });
   api.delete('/:type/:id', async (c) => {
-    await removeResource(ctx, c.req.param('type'), c.req.param('id'));
+    await removeResource(ctx(c), c.req.param('type'), c.req.param('id'));
     return new Response(null, { status: 204 });
   });
-  api.get('/:type/:id/_history', async (c) => respond(c, 200, await history(ctx, c.req.param('type'), c.req.param('id'))));
+  api.get('/:type/:id/_history', async (c) => respond(c, 200, await history(ctx(c), c.req.param('type'), c.req.param('id'))));
   api.get('/:type/:id/_history/:vid', async (c) =>
-    respond(c, 200, await readOneVersion(ctx, c.req.param('type'), c.req.param('id'), c.req.param('vid'))));
+    respond(c, 200, await readOneVersion(ctx(c), c.req.param('type'), c.req.param('id'), c.req.param('vid'))));
   // ---------------------------------------------------------------------------------------------
 
   const app = new Hono({ strict: false });
   app.route('/fhir', api);
   app.route('/', api);
-  app.notFound((c) => renderError(c, notFound(`No route for ${c.req.method} ${new URL(c.req.url).pathname}`), ctx.log));
-  app.onError((err, c) => renderError(c, err, ctx.log));
+  app.notFound((c) => renderError(c, notFound(`No route for ${c.req.method} ${new URL(c.req.url).pathname}`), deps.ctx.log));
+  app.onError((err, c) => renderError(c, err, deps.ctx.log));
   return app;
 }

@@ -5,7 +5,7 @@
  * checkpoint (STYLE §8).
  * The next batch is read and parsed while the previous one commits; at most one is in flight.
  */
-import type { InputJob, InputOutcome } from './import-input.ts';
+import type { InputJob, InputOutcome } from './import-job.ts';
 import { emptyStaging, gateBatch, recordBatch, type Gate } from '../storage/import-inputs.ts';
 import { copyIntoStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
 import type { Line } from '../streams/lines.ts';

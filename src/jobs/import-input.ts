@@ -6,7 +6,6 @@
  * batch, and replaying it is an upsert by id, so the tables end with exactly the input's resources.
  */
 import crypto from 'node:crypto';
-import type { Config } from '../config.ts';
 import type { Sql } from '../storage/db.ts';
 import type { InputRow } from '../storage/import-sessions.ts';
 import { IMPORT_INPUT, readSession, type InputPayload } from '../storage/import-sessions.ts';
@@ -19,28 +18,7 @@ import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
 import { BatchWriter } from './import-batch.ts';
 import { completeSession, failSession } from './import-finish.ts';
 import type { Job, JobKind, KindDeps } from './job.ts';
-
-export interface InputJob {
-  config: Pick<Config, 'importRoot' | 'importBatchLines' | 'maxLineBytes' | 'sources'>;
-  sessionId: string;
-  update: boolean;
-  input: InputRow;
-  /** Aborted on shutdown, pause, abort or force-resume: stop reading now, commit nothing more. */
-  signal: AbortSignal;
-  /** The job's fenced commit (runner.ts): one transaction, the checkpoint recorded with it. */
-  commit: Job['commit'];
-}
-
-/**
- * done: the source ended and its last batch is committed. stopped: the session left `active`, the
- * signal fired, or another worker owns the input. failed: the source could not be read (the
- * message names the input); crashed: a database error.
- */
-export type InputOutcome =
-  | { kind: 'done' }
-  | { kind: 'stopped' }
-  | { kind: 'failed'; message: string }
-  | { kind: 'crashed'; error: unknown };
+import type { InputJob, InputOutcome } from './import-job.ts';
 
 export function inputLabel(input: Pick<InputRow, 'idx' | 'type'>): string {
   return `inputs[${input.idx}]${input.type ? ` (${input.type})` : ''}`;
@@ -99,7 +77,7 @@ async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOu
   try {
     // the tables of earlier claims of this input (a server that died) go now, not at the next sweep
     await dropOrphanStaging(sql, table.slice(0, table.lastIndexOf('_e') + 2), async () => new Set([table]));
-    await createStaging(sql, { temporary: false, name: table });
+    await createStaging(sql, { name: table });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
   }

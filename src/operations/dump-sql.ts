@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import type { OperationContext } from './context.ts';
 import { FORMATS, rowFormatter, type FormatOptions } from './dump-sql-formats.ts';
+import { requestError } from './request-issue.ts';
 import { invalid, OperationOutcomeError } from '../fhir/outcome.ts';
 import { pgCode, pgMessage } from '../storage/db.ts';
 import { openReadOnlyCursor, type RawRow, type SqlCursor } from '../storage/sql-cursor.ts';
@@ -28,11 +29,7 @@ export interface DumpSqlRequest extends FormatOptions {
 /** The body (JSON or YAML, already parsed) and `?_format=` → a validated request; 400 otherwise. */
 export function dumpSqlRequest(input: unknown, formatParam: string | null): DumpSqlRequest {
   const parsed = body.safeParse(input);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.join('.') || (issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : 'body');
-    throw invalid(`Invalid $dump-sql request: ${field}: ${issue.message}`);
-  }
+  if (!parsed.success) throw requestError('$dump-sql', parsed.error);
   const b = parsed.data;
   if (formatParam !== null && !(FORMATS as readonly string[]).includes(formatParam)) {
     throw invalid(`Parameter _format must be one of ${FORMATS.join(', ')}, got ${JSON.stringify(formatParam)}`);

@@ -7,6 +7,7 @@
 import type { OperationContext } from './context.ts';
 import { assertType } from './crud.ts';
 import { lineWriter } from './dump-lines.ts';
+import { parseDateTime, startInstant } from '../fhir/datetime.ts';
 import { invalid } from '../fhir/outcome.ts';
 import { gzipStream } from '../streams/gzip.ts';
 import { openDump, DUMP_FIELD_COUNT } from '../storage/dump.ts';
@@ -130,23 +131,12 @@ function acceptsGzip(header: string | undefined): boolean {
   });
 }
 
-const INSTANT = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
-
 /**
  * `_since` as FHIR writes instants (SPEC §5), also a date or a partial dateTime, read as UTC when
- * it names no zone. A `+` of an unencoded offset arrives as a space (form encoding): put it back.
- * Returns `YYYY-MM-DDThh:mm:ss[.f]±zone`, safe to inline in SQL.
+ * it names no zone. Returns `YYYY-MM-DDThh:mm:ss[.f]±zone`, safe to inline in SQL.
  */
 export function normaliseInstant(raw: string): string {
-  const text = raw.trim().replace(/ (\d{2}:\d{2})$/, '+$1');
-  const m = INSTANT.exec(text);
-  const bad = () => invalid(`Parameter _since must be an instant like 2024-01-31T12:00:00Z, got ${JSON.stringify(raw)}`);
-  if (!m) throw bad();
-  const [, y, mo = '01', d = '01', h = '00', mi = '00', s = '00', frac = '', zone = 'Z'] = m;
-  const date = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)));
-  const valid = date.getUTCFullYear() === Number(y) && date.getUTCMonth() === Number(mo) - 1 && date.getUTCDate() === Number(d)
-    && date.getUTCHours() === Number(h) && date.getUTCMinutes() === Number(mi) && date.getUTCSeconds() === Number(s);
-  const zoneOk = zone === 'Z' || (Number(zone.slice(1, 3)) <= 14 && Number(zone.slice(4)) < 60);
-  if (!valid || !zoneOk) throw bad();
-  return `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone}`;
+  const value = parseDateTime(raw);
+  if (!value) throw invalid(`Parameter _since must be an instant like 2024-01-31T12:00:00Z, got ${JSON.stringify(raw)}`);
+  return startInstant(value);
 }

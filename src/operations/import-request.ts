@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { invalid } from '../fhir/outcome.ts';
+import { requestError } from './request-issue.ts';
 import { ID_PATTERN, isPlainObject } from '../fhir/resource.ts';
 import { isFhirType } from '../fhir/types.ts';
 
@@ -56,7 +57,7 @@ export function parseImportRequest(body: unknown): ImportRequest {
   if (!isPlainObject(body)) throw invalid('Invalid $import request: the body must be an object');
   const fields = isPlainObject(body.resource) ? body.resource : body;
   const parsed = schema.safeParse(fields);
-  if (!parsed.success) throw invalid(`Invalid $import request: ${describe(parsed.error.issues[0]!)}`);
+  if (!parsed.success) throw requestError('$import', parsed.error);
   const r = parsed.data;
   if (r.action !== 'start' && r.id === undefined) throw invalid(`Invalid $import request: id is required for action "${r.action}"`);
   const inputs: ImportInputRequest[] = [];
@@ -93,14 +94,4 @@ function checkInput(item: z.infer<typeof input>, i: number): ImportInputRequest 
     throw invalid(`Invalid $import request: inputs[${i}].url "${url}" must be a path relative to FHIRHOSE_IMPORT_ROOT for storageDetail.type resource-file`);
   }
   return { type, url, storage };
-}
-
-/** `inputs[0].url: is required` from a zod issue: the path as a user would write it. */
-function describe(issue: z.core.$ZodIssue): string {
-  const path = issue.path.reduce<string>(
-    (acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)),
-    '',
-  );
-  const message = /received undefined$/.test(issue.message) ? 'is required' : issue.message;
-  return `${path || 'body'} ${message}`;
 }

@@ -59,7 +59,7 @@ export async function importAction(ctx: OperationContext, runner: ImportNotifier
     if (move.to === 'active') await publish(tx, 'fhirhose_jobs', id);
     return { from: row.resource.status, to: move.to };
   });
-  ctx.log(`import ${id}: ${from} → ${to}${from === to ? ` (${action})` : ''}`);
+  ctx.log(`import ${id}: ${from} → ${to}${from === to ? ` (${action})` : ''}${by(ctx)}`);
   runner.wake();
   return { status: 200, session: await readImportSession(ctx, id), headers: {} };
 }
@@ -100,7 +100,7 @@ async function start(ctx: OperationContext, runner: ImportNotifier, request: Imp
     return true;
   });
   if (!created) throw new OperationOutcomeError('conflict', `Import session "${id}" already exists; use another id, or an action such as resume`);
-  ctx.log(`import ${id}: new → active (${inputs.length} input${inputs.length === 1 ? '' : 's'})`);
+  ctx.log(`import ${id}: new → active (${inputs.length} input${inputs.length === 1 ? '' : 's'})${by(ctx)}`);
   runner.wake();
   const location = `/BulkImportStatus/${id}`;
   return { status: 201, session: await readImportSession(ctx, id), headers: { 'Content-Location': location } };
@@ -145,4 +145,9 @@ async function locate(ctx: OperationContext, input: ImportInputRequest, i: numbe
     }
     throw error;
   }
+}
+
+/** Who changed a session, for the log: ` by client <id>`, or nothing outside a request. */
+function by(ctx: OperationContext): string {
+  return ctx.caller ? ` by client ${ctx.caller.clientId}` : '';
 }

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { invalid } from '../fhir/outcome.ts';
+import { requestError } from './request-issue.ts';
 import { isPlainObject, type Json } from '../fhir/resource.ts';
 import { isPlainIdentifier } from '../storage/staging.ts';
 
@@ -46,7 +47,7 @@ const schema = z.strictObject({
 export function parseLoadRequest(body: unknown): LoadRequest {
   if (!isPlainObject(body)) throw invalid('Invalid $load request: the body must be an object with at least "source"');
   const parsed = schema.safeParse(body);
-  if (!parsed.success) throw invalid(`Invalid $load request: ${describe(parsed.error.issues[0]!)}`);
+  if (!parsed.success) throw requestError('$load', parsed.error);
   const r = parsed.data;
   const merge = r.merge as Record<string, Json> | undefined;
   return {
@@ -58,21 +59,4 @@ export function parseLoadRequest(body: unknown): LoadRequest {
     merge: merge && Object.keys(merge).length > 0 ? merge : undefined,
     stripNulls: r['strip-nulls'],
   };
-}
-
-function describe(issue: z.core.$ZodIssue): string {
-  const path = issue.path.map(String).join('.');
-  if (issue.code === 'unrecognized_keys') {
-    const where = path ? ` in ${path}` : '';
-    return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}${where}`;
-  }
-  if (issue.code === 'invalid_value' && 'values' in issue) {
-    return `${path} must be one of ${issue.values.map(String).join(', ')}`;
-  }
-  if (issue.code === 'invalid_type') {
-    if (issue.message.endsWith('received undefined')) return `${path} is required`;
-    const expected = issue.expected === 'record' ? 'object' : issue.expected;
-    return `${path} must be ${/^[aeiou]/.test(expected) ? 'an' : 'a'} ${expected}`;
-  }
-  return `${path || 'body'}: ${issue.message}`;
 }

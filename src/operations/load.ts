@@ -73,7 +73,7 @@ export async function load(
   async function loadInTransaction(tx: TransactionSql) {
     // Unlogged rather than temporary, even when dropped before the commit: a temporary table
     // lives in 8 MB of temp_buffers and spills, measured 15-20 % slower for COPY and merge.
-    const table = await createStaging(tx, { name: request.tempTable, temporary: false });
+    const table = await createStaging(tx, { name: request.tempTable });
     const scratch = request.tempTable === undefined && validationId === undefined;
     await copyIntoStaging(tx, table, lines.rows());
     if (lines.count === 0) {

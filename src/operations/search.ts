@@ -9,6 +9,7 @@ import { present } from './server-types.ts';
 import { fromRow } from '../fhir/resource.ts';
 import { invalid } from '../fhir/outcome.ts';
 import { searchResources, type DateBound, type SearchQuery } from '../storage/resources.ts';
+import { parseDateTime, startInstant } from '../fhir/datetime.ts';
 
 const SEARCH_PARAMS = new Set(['_id', '_lastUpdated', '_count', '_after', '_format', '_pretty']);
 const DEFAULT_COUNT = 100;
@@ -45,7 +46,7 @@ export async function search(ctx: OperationContext, type: string, params: URLSea
   };
 }
 
-const DATE = /^(eq|gt|ge|lt|le)?(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+const PREFIX = /^(eq|gt|ge|lt|le)?(.*)$/s;
 
 /**
  * A FHIR date search value stands for the whole range its precision covers
@@ -53,21 +54,17 @@ const DATE = /^(eq|gt|ge|lt|le)?(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})
  * is given), `gt2024-03` starts in April. Returns the SQL bound for `ts`.
  */
 export function parseLastUpdated(raw: string): DateBound {
-  // an unencoded `+02:00` arrives as " 02:00" (form encoding); take it as meant
-  const value = raw.replace(/ (\d{2}:\d{2})$/, '+$1');
-  const m = DATE.exec(value);
-  const bad = () => invalid(`_lastUpdated "${raw}" is not a FHIR date or instant with an optional prefix eq, gt, ge, lt or le`);
-  if (!m) throw bad();
-  const [, op = 'eq', year, month, day, hour, minute, second, fraction, zone] = m;
-  const n = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
-  const daysIn = new Date(Date.UTC(Number(year), n(month, 1), 0)).getUTCDate();
-  if (n(month, 1) < 1 || n(month, 1) > 12 || n(day, 1) < 1 || n(day, 1) > daysIn || n(hour, 0) > 23 || n(minute, 0) > 59 || n(second, 0) > 59) throw bad();
-  const start = `${year}-${month ?? '01'}-${day ?? '01'}T${hour ?? '00'}:${minute ?? '00'}:${second ?? '00'}${fraction ? `.${fraction}` : ''}${zone ?? 'Z'}`;
-  const width = fraction !== undefined ? `0.${'0'.repeat(fraction.length - 1)}1 seconds`
-    : second !== undefined ? '1 second'
-    : minute !== undefined ? '1 minute'
-    : day !== undefined ? '1 day'
-    : month !== undefined ? '1 month'
+  const [, op = 'eq', text] = PREFIX.exec(raw)!;
+  const value = parseDateTime(text!);
+  // PostgreSQL keeps microseconds: a finer fraction would make an empty range.
+  if (!value || (value.fraction?.length ?? 0) > 6) {
+    throw invalid(`_lastUpdated "${raw}" is not a FHIR date or instant with an optional prefix eq, gt, ge, lt or le`);
+  }
+  const width = value.fraction !== undefined ? `0.${'0'.repeat(value.fraction.length - 1)}1 seconds`
+    : value.second !== undefined ? '1 second'
+    : value.minute !== undefined ? '1 minute'
+    : value.day !== undefined ? '1 day'
+    : value.month !== undefined ? '1 month'
     : '1 year';
-  return { op: op as DateBound['op'], start, width };
+  return { op: op as DateBound['op'], start: startInstant(value), width };
 }

@@ -14,12 +14,11 @@ import type { Sql } from './db.ts';
 import { ident } from './db.ts';
 import { copyOut, release, reserveConnection, type StreamConnection } from './copy-out.ts';
 import { tableOf } from '../fhir/types.ts';
+import { isInstantText } from '../fhir/datetime.ts';
 
 /** The tuple layout: id text, txid int8, ts timestamptz, resource jsonb. */
 export const DUMP_FIELD_COUNT = 4;
 
-/** What `since` may look like by the time it reaches SQL (validated and normalised upstream). */
-const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 const SPLIT_MIN_BYTES = 8 << 20;
 const SNAPSHOT = 'begin transaction isolation level repeatable read, read only';
 
@@ -43,9 +42,9 @@ export async function openDump(sql: Sql, query: DumpQuery): Promise<ReadableStre
   const table = ident(tableOf(query.type));
   let where = '';
   if (query.since !== undefined) {
-    // COPY runs over the simple protocol (no parameters), so the value is inlined; the pattern
-    // admits digits and - : . T Z + only, so it cannot leave its quotes.
-    if (!INSTANT.test(query.since)) throw new Error(`not a normalised instant: ${query.since}`);
+    // COPY runs over the simple protocol (no parameters), so the value is inlined; an instant as
+    // startInstant writes it has digits and - : . T Z + only, so it cannot leave its quotes.
+    if (!isInstantText(query.since)) throw new Error(`not a normalised instant: ${query.since}`);
     where = `cts > '${query.since}'::timestamptz`;
   }
   const statement = (condition: string) =>

@@ -35,20 +35,17 @@ export function isPlainIdentifier(name: string): boolean {
 }
 
 /**
- * Creates a staging table and returns its name. `temporary` gives a session-local table dropped
- * at commit; otherwise an unlogged table (no WAL: it is a scratch copy) that outlives the
- * transaction, named `name` or `_fhirhose_stage_<random>`. An existing table of that name is
- * replaced only if an earlier load created it; any other table → 409.
+ * Creates a staging table and returns its name: an unlogged table (no WAL: it is a scratch copy)
+ * that outlives the transaction, named `name` or `_fhirhose_stage_<random>`; the caller drops it.
+ * Unlogged rather than temporary: see operations/load.ts and jobs/import-input.ts for the
+ * measurements. An existing table of that name is replaced only if an earlier load created it;
+ * any other table → 409.
  */
-export async function createStaging(tx: AnySql, options: { name?: string; temporary: boolean }): Promise<string> {
+export async function createStaging(tx: AnySql, options: { name?: string } = {}): Promise<string> {
   const random = `_fhirhose_stage_${crypto.randomUUID().replaceAll('-', '').slice(0, 16)}`;
   const name = options.name ?? random;
   if (!isPlainIdentifier(name)) throw new OperationOutcomeError('invalid', `"${name}" is not a plain SQL identifier`);
   const columns = 'line int not null, type text not null, id text not null, resource jsonb not null, refs text[], error text';
-  if (options.temporary) {
-    await tx.unsafe(`create temp table ${ident(name)} (${columns}) on commit drop`);
-    return name;
-  }
   const [existing] = await tx<{ mark: string | null }[]>`
     select obj_description(c.oid, 'pg_class') as mark from pg_class c
     where c.relname = ${name} and c.relnamespace = current_schema()::regnamespace`;

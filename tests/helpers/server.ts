@@ -18,7 +18,8 @@ export function basic(id: string, secret: string): string {
   return 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64');
 }
 
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+/** `log` receives the server's log lines (otherwise FHIRHOSE_LOG decides, quiet by default). */
+export async function startTestServer(env: Record<string, string> = {}, options: { log?: (line: string) => void } = {}): Promise<TestServer> {
   const importRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-import-'));
   const config = loadConfig({
     PORT: '0',
@@ -29,7 +30,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     FHIRHOSE_LOG: 'quiet',
     ...env,
   });
-  const server = await startServer(config);
+  const server = await startServer(config, options.log);
   return {
     ...server,
     importRoot,

@@ -14,9 +14,9 @@ async function* batches(rows: StagingRow[], size: number): AsyncIterable<Staging
   for (let i = 0; i < rows.length; i += size) yield rows.slice(i, i + size);
 }
 
-test('COPY streams rows into a temporary staging table and the merge upserts them per type', async () => {
+test('COPY streams rows into an unlogged staging table and the merge upserts them per type', async () => {
   const result = await sql.begin(async (tx) => {
-    const table = await createStaging(tx, { temporary: true });
+    const table = await createStaging(tx);
     const copied = await copyIntoStaging(tx, table, batches([row(1, 'a'), row(2, 'b'), row(3, 'o1', {}, 'Organization')], 2));
     expect(copied).toBe(3);
     return mergeStaging(tx, table, { update: false, method: 'copy' });
@@ -33,7 +33,7 @@ test('the last line of a duplicated id wins, with copy and with insert, and dupl
     await sql`truncate patient, patient_history`;
     const rows = [row(1, 'x'), row(2, 'y'), row(3, 'x'), row(4, 'x'), row(5, 'z')];
     const result = await sql.begin(async (tx) => {
-      const table = await createStaging(tx, { temporary: true });
+      const table = await createStaging(tx);
       await copyIntoStaging(tx, table, rows);
       return mergeStaging(tx, table, { update: false, method, batchRows: 2 });
     });
@@ -46,7 +46,7 @@ test('the last line of a duplicated id wins, with copy and with insert, and dupl
 test('update: true moves overwritten rows to history; update: false does not', async () => {
   await sql`truncate patient, patient_history`;
   const load = (update: boolean, family: string) => sql.begin(async (tx) => {
-    const table = await createStaging(tx, { temporary: true });
+    const table = await createStaging(tx);
     await copyIntoStaging(tx, table, [{ line: 1, type: 'Patient', id: 'h', json: JSON.stringify({ name: [{ family }] }) }]);
     return mergeStaging(tx, table, { update, method: 'copy' });
   });
@@ -67,7 +67,7 @@ test('a failing source fails the COPY and leaves nothing behind', async () => {
     throw new Error('source broke');
   }
   const attempt = sql.begin(async (tx) => {
-    const table = await createStaging(tx, { temporary: true });
+    const table = await createStaging(tx);
     await copyIntoStaging(tx, table, broken());
     return mergeStaging(tx, table, { update: false, method: 'copy' });
   });
@@ -80,16 +80,16 @@ test('a failing source fails the COPY and leaves nothing behind', async () => {
 
 test('a named staging table is kept, replaced by the next load, and never replaces a real table', async () => {
   await sql.begin(async (tx) => {
-    const table = await createStaging(tx, { name: '_kept_stage', temporary: false });
+    const table = await createStaging(tx, { name: '_kept_stage' });
     await copyIntoStaging(tx, table, [row(1, 'k')]);
   });
   await sql.begin(async (tx) => {
-    const table = await createStaging(tx, { name: '_kept_stage', temporary: false });
+    const table = await createStaging(tx, { name: '_kept_stage' });
     await copyIntoStaging(tx, table, [row(1, 'k2'), row(2, 'k3')]);
   });
   expect((await sql`select count(*)::int as n from _kept_stage`)[0]!.n).toBe(2);
-  expect(sql.begin((tx) => createStaging(tx, { name: 'patient', temporary: false }))).rejects.toThrow('already exists');
-  expect(sql.begin((tx) => createStaging(tx, { name: 'x; drop table patient', temporary: false }))).rejects.toThrow('plain SQL identifier');
+  expect(sql.begin((tx) => createStaging(tx, { name: 'patient' }))).rejects.toThrow('already exists');
+  expect(sql.begin((tx) => createStaging(tx, { name: 'x; drop table patient' }))).rejects.toThrow('plain SQL identifier');
 });
 
 test('rows larger than a COPY chunk and non-ASCII text arrive byte for byte', async () => {
@@ -102,7 +102,7 @@ test('rows larger than a COPY chunk and non-ASCII text arrive byte for byte', as
     row(4, 'small-after'),
   ];
   await sql.begin(async (tx) => {
-    const table = await createStaging(tx, { temporary: true });
+    const table = await createStaging(tx);
     expect(await copyIntoStaging(tx, table, rows)).toBe(4);
     await mergeStaging(tx, table, { update: false, method: 'copy' });
   });

@@ -161,22 +161,13 @@ describe('gunzipIfNeeded limits', () => {
 });
 
 describe('gzipStream', () => {
-  test('round-trips through gunzipIfNeeded with the native default', async () => {
+  test('round-trips through gunzipIfNeeded', async () => {
     const compressed = await bytesOf(gzipStream(streamOf(chunked(plain, 4096))));
     expect(compressed.length).toBeLessThan(plain.length / 3);
     expect(await bytesOf(gunzipIfNeeded(streamOf([compressed])))).toEqual(plain);
   });
 
-  test('round-trips with an explicit level (fflate)', async () => {
-    for (const level of [0, 1, 9]) {
-      const compressed = await bytesOf(gzipStream(streamOf(chunked(plain, 4096)), level));
-      expect(Bun.gunzipSync(compressed)).toEqual(plain);
-    }
-    expect(() => gzipStream(streamOf([]), 12)).toThrow(RangeError);
-  });
-
   test('compresses an empty input to a valid empty gzip', async () => {
     expect(Bun.gunzipSync(await bytesOf(gzipStream(streamOf([]))))).toEqual(new Uint8Array(0));
-    expect(Bun.gunzipSync(await bytesOf(gzipStream(streamOf([]), 6)))).toEqual(new Uint8Array(0));
   });
 });
