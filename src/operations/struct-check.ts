@@ -46,6 +46,8 @@ export async function validateStructs(resources: unknown[]): Promise<(string | n
 function ask(request: StructRequest): Promise<StructReply> {
   const target = running();
   return new Promise<StructReply>((resolve, reject) => {
+    // Referenced while it owes an answer (a process waiting for one must not exit or idle past it).
+    if (pending.size === 0) target.ref();
     pending.set(request.id, { resolve, reject });
     target.postMessage(request);
   }).then((reply) => {
@@ -57,11 +59,12 @@ function ask(request: StructRequest): Promise<StructReply> {
 function running(): Worker {
   if (worker) return worker;
   const started = new Worker(new URL('./struct-worker.ts', import.meta.url));
-  // Idle, it must not keep the process alive; a load waiting for it has its own handles.
+  // Idle, it must not keep the process alive (see ask for while it works).
   started.unref();
   started.on('message', (reply: StructReply) => {
     const waiting = pending.get(reply.id);
     pending.delete(reply.id);
+    if (pending.size === 0) started.unref();
     waiting?.resolve(reply);
   });
   started.on('error', (error: unknown) => stopped(started, error instanceof Error ? error : new Error(String(error))));
