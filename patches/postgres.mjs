@@ -1,5 +1,5 @@
 /**
- * npm `postinstall`: three fixes to postgres.js 3.4.9, applied to the installed copy (every build of
+ * npm `postinstall`: four changes to postgres.js 3.4.9, applied to the installed copy (every build of
  * it: src for Bun, cjs, cf). Idempotent; fails the install when a text it fixes is not there
  * (another version), so a dependency update cannot silently drop a fix. Both are bugs of a
  * connection whose backend died (pg_terminate_backend, a database restart or failover):
@@ -30,6 +30,14 @@
  *    Used by $dump-sql connections (src/storage/pools.ts, FHIRHOSE_SQL_MAX_VALUE_BYTES). A pooled
  *    connection ended so never came back (the next start-up on it timed out), so each $dump-sql
  *    opens a connection of its own and ends it afterwards.
+ * 4. Not a bug, a cost: a `COPY … TO STDOUT` stream gets one push per CopyData message, i.e. per
+ *    row, through a Node Readable (a subarray, a push, a read per row: the biggest share of the
+ *    server's CPU in a `$dump` of small resources). A query marked `fhirhoseFrames = true` before
+ *    it runs gets instead every run of complete CopyData messages of a socket chunk in one push,
+ *    framed as they came (`d`, int32 length, payload); src/storage/copy-out.ts unframes them.
+ *    And a message split over two socket chunks is joined alone, not with all of the next chunk
+ *    (Buffer.concat was a tenth of that CPU profile). Unmarked queries are unchanged; $dump-sql's
+ *    connections (3) never carry the mark.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -62,6 +70,53 @@ const FIXES = [
     file: 'index.js',
     broken: "    onnotice        : o.onnotice,\n",
     added: `    max_message_bytes: o.max_message_bytes, ${MARK} (3)\n`,
+  },
+  {
+    file: 'connection.js',
+    broken: '  function data(x) {\n    if (incomings) {\n      incomings.push(x)\n      remaining -= x.length\n      if (remaining > 0)\n        return\n',
+    added: `      if (remaining < 0 && stream && stream.fhirhoseFrames) { ${MARK} (4): join only the message, not all of x
+        const rest = x.subarray(x.length + remaining + 1)
+        incomings[incomings.length - 1] = x.subarray(0, x.length + remaining + 1)
+        const message = Buffer.concat(incomings, length + 1)
+        incomings = null
+        remaining = 0
+        try {
+          handle(message)
+        } catch (e) {
+          query && (query.cursorFn || query.describeFirst) && write(Sync)
+          errored(e)
+        }
+        x = rest
+        incoming = Buffer.alloc(0)
+      }
+`,
+  },
+  {
+    file: 'connection.js',
+    broken: '    while (incoming.length > 4) {\n',
+    added: `      if (stream && stream.fhirhoseFrames && incoming[0] === 100) { ${MARK} (4): CopyData runs in one push
+        let end = 0
+        while (end + 5 <= incoming.length && incoming[end] === 100 && end + 1 + incoming.readUInt32BE(end + 1) <= incoming.length)
+          end += 1 + incoming.readUInt32BE(end + 1)
+        if (end > 0) {
+          stream.push(incoming.subarray(0, end)) || socket.pause()
+          incoming = incoming.subarray(end)
+          remaining = 0
+          incomings = null
+          continue
+        }
+      }
+`,
+  },
+  {
+    file: 'connection.js',
+    broken: '  function CopyOutResponse() {\n    stream = new Stream.Readable({\n      read() { socket.resume() }\n    })\n',
+    added: `    stream.fhirhoseFrames = !!(query && query.fhirhoseFrames) ${MARK} (4)\n`,
+  },
+  {
+    file: 'connection.js',
+    broken: '  function CopyData(x) {\n',
+    added: `    if (stream && stream.fhirhoseFrames) return stream.push(x) || socket.pause() ${MARK} (4): framed\n`,
   },
 ];
 

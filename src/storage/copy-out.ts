@@ -11,7 +11,7 @@
  */
 import type { Readable } from 'node:stream';
 import { connectionLost, type Sql } from './db.ts';
-import { backendKey, cancelBackend, resumeSocket, setReadBuffer, type BackendKey } from './postgres-internals.ts';
+import { backendKey, cancelBackend, markFramedCopy, resumeSocket, setReadBuffer, type BackendKey } from './postgres-internals.ts';
 
 /**
  * Bigger than postgres.js's default of 16 KiB (a socket pause/resume every ~5 Synthea Patients);
@@ -66,6 +66,7 @@ export interface CopyOutOptions {
   connection?: StreamConnection;
   /**
    * Hand out every chunk in one reused 1 MiB buffer: a chunk is valid only until the next read.
+   * Also takes the rows from postgres.js in runs of whole CopyData messages (patches/postgres.mjs (4)).
    * For a consumer that is done with a chunk before it reads again ($dump's decoder): Bun's
    * `read(length)`, which concatenates into a fresh buffer, cost 210–370 ms per 200,000 Synthea
    * rows in a micro-benchmark, a loop of `read()` copying into one buffer 24–81 ms.
@@ -84,6 +85,7 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
   let key: BackendKey; // whose statement a cancel stops: the COPY's backend, known once it is sent
   try {
     const copy = c.conn.unsafe(statement);
+    if (options.reuseBuffer) markFramedCopy(copy); // runs of whole CopyData messages, not one push per row
     node = (await copy.readable()) as Readable;
     key = backendKey(copy);
   } catch (err) {
@@ -114,17 +116,24 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
 
   const target = options.reuseBuffer ? Buffer.allocUnsafe(BUFFER_BYTES) : undefined;
   let carry: Buffer | null = null;
-  /** Copies buffered chunks into `into` until it is full; a chunk bigger than it goes out as is. */
+  /**
+   * Unframes buffered CopyData messages into `into` until it is full; a run of messages bigger than
+   * it goes out in a buffer of its own. Each Node chunk is a run of whole messages (see above).
+   */
   const gather = (into: Buffer): Buffer | null => {
-    const first = carry ?? (node.read() as Buffer | null);
-    carry = null;
-    if (first === null || first.length >= into.length) return first;
-    let size = first.copy(into, 0);
-    for (let next = node.read() as Buffer | null; next !== null; next = node.read() as Buffer | null) {
-      if (size + next.length > into.length) { carry = next; break; }
-      size += next.copy(into, size);
+    let size = 0;
+    for (;;) {
+      const next = carry ?? (node.read() as Buffer | null);
+      carry = null;
+      if (next === null) break;
+      if (size + next.length > into.length) { // the payloads are shorter than the messages
+        if (size > 0) { carry = next; break; }
+        const own = Buffer.allocUnsafe(next.length);
+        return own.subarray(0, unframe(next, own, 0));
+      }
+      size = unframe(next, into, size);
     }
-    return into.subarray(0, size);
+    return size === 0 ? null : into.subarray(0, size);
   };
 
   return new ReadableStream<Uint8Array>(
@@ -150,6 +159,21 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
     },
     { highWaterMark: 0 },
   );
+}
+
+/**
+ * Copies the payloads of the CopyData messages in `frames` (whole messages: `d`, int32 length
+ * counting itself, payload) into `into` from `at`; returns where they end.
+ */
+export function unframe(frames: Buffer, into: Buffer, at: number): number {
+  let pos = 0;
+  while (pos < frames.length) {
+    if (frames[pos] !== 0x64) throw new Error(`COPY stream: expected a CopyData message, got byte ${frames[pos]}`);
+    const end = pos + 1 + frames.readUInt32BE(pos + 1);
+    at += frames.copy(into, at, pos + 5, end);
+    pos = end;
+  }
+  return at;
 }
 
 function nextEvent(node: Readable): Promise<void> {

@@ -11,6 +11,9 @@
  * - `unsafe(text, [], { simple: false })`: a parameterless statement over the extended protocol,
  *   so PostgreSQL refuses a second statement ($dump-sql's safety, sql-cursor.ts). Honoured by
  *   postgres.js, absent from its types.
+ * - a query's `fhirhoseFrames` mark, which patches/postgres.mjs (4) adds: the COPY stream of a
+ *   marked query gets runs of whole CopyData messages, framed, one push per socket chunk ($dump,
+ *   copy-out.ts).
  *
  * package.json pins postgres.js to the version these were read from, and `checkPostgresInternals`
  * runs at start-up: a postgres.js without one of them stops the server with a message naming the
@@ -83,6 +86,15 @@ export function resumeSocket(node: Readable): void {
   }
 }
 
+/**
+ * Marks a `COPY … TO STDOUT` query before it runs (patches/postgres.mjs (4)): its stream then gets
+ * each run of complete CopyData messages of a socket chunk in one push, framed as they came
+ * (`d`, int32 length counting itself, payload), instead of one push per row.
+ */
+export function markFramedCopy(query: unknown): void {
+  (query as { fhirhoseFrames?: boolean }).fhirhoseFrames = true;
+}
+
 /** What the start-up check looked at: postgres.js objects, or a stand-in in a test. */
 export interface InternalsSample {
   /** A query object, never run. */
@@ -94,6 +106,8 @@ export interface InternalsSample {
   copyStream: unknown;
   /** Did `unsafe('select 1; select 2', [], EXTENDED_PROTOCOL)` fail with 42601 (one statement only)? */
   oneStatementOnly: boolean;
+  /** Did a COPY marked by markFramedCopy arrive framed (the postinstall patch applied)? */
+  framedCopy?: boolean;
 }
 
 /** The reach-ins `sample` lacks, each named as a maintainer would look for it; empty when none. */
@@ -106,6 +120,7 @@ export function missingInternals(sample: InternalsSample): string[] {
   if (typeof stream?._readableState?.highWaterMark !== 'number') missing.push("the COPY stream's _readableState.highWaterMark");
   if (typeof stream?._read !== 'function') missing.push("the COPY stream's _read (resumes the socket)");
   if (!sample.oneStatementOnly) missing.push("unsafe(…, [], { simple: false }) (the extended protocol: one statement only)");
+  if (sample.framedCopy === false) missing.push('framed COPY chunks for a marked query (patches/postgres.mjs (4), applied by npm ci)');
   return missing;
 }
 
@@ -134,7 +149,11 @@ export async function sampleInternals(sql: Sql): Promise<InternalsSample> {
     () => false,
     (err: { code?: unknown }) => err?.code === '42601',
   );
-  return { unsent: sql`select 1`, sent, result, copyStream, oneStatementOnly };
+  const framed = sql.unsafe('copy (select 1) to stdout');
+  markFramedCopy(framed);
+  let first: number | undefined;
+  for await (const chunk of (await framed.readable()) as Readable) first ??= (chunk as Buffer)[0];
+  return { unsent: sql`select 1`, sent, result, copyStream, oneStatementOnly, framedCopy: first === 0x64 };
 }
 
 /** The version of the postgres.js that is installed (its package.json, beside its entry point). */

@@ -53,6 +53,13 @@ describe('GET /<Type>/$dump content', () => {
     ['escapes', JSON.stringify({ text: { div: '<div>"quoted" \\ back\nnew\ttab é 日本 \u0001</div>' }, gender: 'other' })],
     ['not-an-object', '[1, 2, 3]'],
     ['meta-stamps', '{"meta": {"lastUpdated": "2001-01-01T00:00:00Z"}}'],
+    // a shorter key sorts before "meta" (an Observation's "code"): the splicer finds the top-level meta
+    ['code-meta', JSON.stringify({ code: { coding: [{ code: 'x', display: 'a "q", } ] { meta' }] }, meta: { profile: ['p'] }, status: 'final' })],
+    ['code-meta-last', '{"code": "c", "meta": {"source": "s"}}'],
+    ['code-meta-empty', '{"code": [1, {"a": [2, "]"]}], "meta": {}, "text": {"div": "meta"}}'],
+    ['code-meta-stamps', '{"code": 1, "meta": {"versionId": "7", "tag": []}}'],
+    ['date-nested-meta', '{"date": "2020", "name": [{"meta": "nested"}], "status": "x"}'],
+    ['code-meta-number', '{"code": true, "meta": 5, "value": null}'],
   ];
 
   beforeAll(async () => {
