@@ -120,18 +120,23 @@ export async function copyOut(sql: Sql, statement: string, options: CopyOutOptio
    * Unframes buffered CopyData messages into `into` until it is full; a run of messages bigger than
    * it goes out in a buffer of its own. Each Node chunk is a run of whole messages (see above).
    */
+  // Framed unless postgres.js lacks the patch (a node_modules installed without its postinstall):
+  // then the chunks are the payloads, and a binary COPY's first one starts with its signature.
+  let framed: boolean | undefined;
   const gather = (into: Buffer): Buffer | null => {
     let size = 0;
     for (;;) {
       const next = carry ?? (node.read() as Buffer | null);
       carry = null;
       if (next === null) break;
+      framed ??= next[0] === 0x64;
       if (size + next.length > into.length) { // the payloads are shorter than the messages
         if (size > 0) { carry = next; break; }
+        if (!framed) return next;
         const own = Buffer.allocUnsafe(next.length);
         return own.subarray(0, unframe(next, own, 0));
       }
-      size = unframe(next, into, size);
+      size = framed ? unframe(next, into, size) : size + next.copy(into, size);
     }
     return size === 0 ? null : into.subarray(0, size);
   };

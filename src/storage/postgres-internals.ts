@@ -13,7 +13,7 @@
  *   postgres.js, absent from its types.
  * - a query's `fhirhoseFrames` mark, which patches/postgres.mjs (4) adds: the COPY stream of a
  *   marked query gets runs of whole CopyData messages, framed, one push per socket chunk ($dump,
- *   copy-out.ts).
+ *   copy-out.ts, which also reads an unpatched postgres.js's per-row chunks, only slower).
  *
  * package.json pins postgres.js to the version these were read from, and `checkPostgresInternals`
  * runs at start-up: a postgres.js without one of them stops the server with a message naming the
@@ -106,8 +106,6 @@ export interface InternalsSample {
   copyStream: unknown;
   /** Did `unsafe('select 1; select 2', [], EXTENDED_PROTOCOL)` fail with 42601 (one statement only)? */
   oneStatementOnly: boolean;
-  /** Did a COPY marked by markFramedCopy arrive framed (the postinstall patch applied)? */
-  framedCopy?: boolean;
 }
 
 /** The reach-ins `sample` lacks, each named as a maintainer would look for it; empty when none. */
@@ -120,7 +118,6 @@ export function missingInternals(sample: InternalsSample): string[] {
   if (typeof stream?._readableState?.highWaterMark !== 'number') missing.push("the COPY stream's _readableState.highWaterMark");
   if (typeof stream?._read !== 'function') missing.push("the COPY stream's _read (resumes the socket)");
   if (!sample.oneStatementOnly) missing.push("unsafe(…, [], { simple: false }) (the extended protocol: one statement only)");
-  if (sample.framedCopy === false) missing.push('framed COPY chunks for a marked query (patches/postgres.mjs (4), applied by npm ci)');
   return missing;
 }
 
@@ -149,11 +146,7 @@ export async function sampleInternals(sql: Sql): Promise<InternalsSample> {
     () => false,
     (err: { code?: unknown }) => err?.code === '42601',
   );
-  const framed = sql.unsafe('copy (select 1) to stdout');
-  markFramedCopy(framed);
-  let first: number | undefined;
-  for await (const chunk of (await framed.readable()) as Readable) first ??= (chunk as Buffer)[0];
-  return { unsent: sql`select 1`, sent, result, copyStream, oneStatementOnly, framedCopy: first === 0x64 };
+  return { unsent: sql`select 1`, sent, result, copyStream, oneStatementOnly };
 }
 
 /** The version of the postgres.js that is installed (its package.json, beside its entry point). */
