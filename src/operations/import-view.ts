@@ -59,7 +59,8 @@ export function sessionView(session: SessionRow, inputs: InputRow[], now = Date.
   const activeMs = (r.activeMs ?? 0) + (r.activeSince ? Math.max(0, now - Date.parse(r.activeSince)) : 0);
   const imported = sum(inputs.map((i) => i.imported));
   const rate = activeMs > 0 ? round(imported / (activeMs / 1000)) : 0;
-  const progress = r.status === 'done' ? 1 : sessionProgress(inputs, r.sized === true);
+  // 1 only once the session is done: every input may be done a moment before the session is.
+  const progress = r.status === 'done' ? 1 : Math.min(0.9999, sessionProgress(inputs, r.sized === true));
   const view: SessionView = {
     resourceType: 'BulkImportStatus',
     id: session.id,
