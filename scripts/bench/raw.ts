@@ -112,9 +112,13 @@ export function countLines(chunk: Uint8Array): number {
   return n;
 }
 
-/** CPU seconds so far of the server process and of its PostgreSQL backends (application `fhirhose`). */
+/**
+ * CPU seconds so far of the server process and of its PostgreSQL backends: every application name
+ * the server uses (`fhirhose`, `fhirhose jobs`, `fhirhose-read` …), not the bench's own.
+ */
 export async function serverCpu(sql: Sql, serverPid: number): Promise<{ server: number; backends: Map<number, number> }> {
-  const rows = await sql`select pid from pg_stat_activity where application_name = 'fhirhose'`;
+  const rows = await sql`select pid from pg_stat_activity
+    where application_name like 'fhirhose%' and application_name not like 'fhirhose-bench%'`;
   return { server: processSeconds(serverPid), backends: new Map(rows.map((r) => [Number(r.pid), processSeconds(Number(r.pid))])) };
 }
 
