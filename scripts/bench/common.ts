@@ -66,12 +66,12 @@ export async function freePort(): Promise<number> {
 
 /**
  * Starts `bun src/main.ts` as a child: on `databaseUrl` when given, else on its own embedded
- * PostgreSQL under ./.bench/data (separate port, so a running dev server is not disturbed).
+ * PostgreSQL under ./.bench/data (on a free port, so a running dev server or another bench is not disturbed).
  */
 export async function startServer(options: { databaseUrl?: string }): Promise<ServerProcess> {
   const port = await freePort();
   const dataDir = path.join(ROOT, '.bench', 'data');
-  const pgPort = 55_433;
+  const pgPort = await freePort(); // not fixed: two benches (worktrees) may run at once
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
     PORT: String(port),
