@@ -20,6 +20,8 @@ import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
+import { deleteExportJob, exportDownload, exportStatus, kickOff, type ExportCaller } from './operations/export.ts';
+import type { ExportLevel } from './operations/export-request.ts';
 
 export interface AppDeps {
   ctx: OperationContext;
@@ -27,10 +29,15 @@ export interface AppDeps {
   version: string;
   /** The job runner: nudged when an operation created work. */
   imports: ImportNotifier;
+  /** The $export runner, woken by a kick-off. */
+  exports: { wake(): void };
 }
 
 /** What the auth middleware hands the routes. */
 type Env = { Variables: { caller: Caller } };
+
+/** Status and file URLs of $export: any authenticated client may call them; the operation checks ownership. */
+const EXPORT_OWNED = /^(\/fhir)?\/\$export-(status|file)\//;
 
 export function createApp(deps: AppDeps): Hono {
   const { auth } = deps;
@@ -51,8 +58,12 @@ export function createApp(deps: AppDeps): Hono {
   api.get('/health', (c) => c.json({ status: 'ok' }));
 
   api.use('*', async (c, next) => {
-    if (c.req.path === '/health' || c.req.path === '/fhir/health') return next();
+    const open = c.req.path.replace(/^\/fhir(?=\/)/, '');
+    // GET /metadata without credentials, as FHIR clients (the Bulk Data client) fetch it (SPEC §3)
+    if (open === '/health' || open === '/fhir/health' || (open === '/metadata' && c.req.method === 'GET')) return next();
     const clientId = await auth.authenticate(c.req.header('authorization'));
+    c.set('caller', { clientId });
+    if (EXPORT_OWNED.test(c.req.path)) return next();
     const url = new URL(c.req.url);
     await auth.authorize({
       // the path as routed (Hono decodes it), without the /fhir prefix: one policy covers both mounts
@@ -61,9 +72,39 @@ export function createApp(deps: AppDeps): Hono {
       params: Object.fromEntries(url.searchParams),
       client: { id: clientId },
     });
-    c.set('caller', { clientId });
     return next();
   });
+
+  /** The caller of an export: its id, and which types its policies let it read. */
+  const exportCaller = (c: Context<Env>): ExportCaller => {
+    const clientId = c.get('caller').clientId;
+    return {
+      clientId,
+      canRead: (type) => auth.authorize({ uri: `/${type}`, 'request-method': 'get', params: {}, client: { id: clientId } }).then(() => true, () => false),
+    };
+  };
+  /** Where status and file URLs point: FHIRHOSE_BASE_URL, else this request's origin and mount. */
+  const baseOf = (c: Context) => server.config.baseUrl ?? new URL(c.req.url).origin + (c.req.path.startsWith('/fhir/') ? '/fhir' : '');
+  const exportKickOff = (level: ExportLevel) => async (c: Context<Env>) => {
+    const url = new URL(c.req.url);
+    const base = baseOf(c);
+    const post = c.req.method === 'POST';
+    const hasBody = post && (c.req.header('content-type') !== undefined || Number(c.req.header('content-length') ?? 0) > 0);
+    const input = {
+      level,
+      groupId: level === 'group' ? c.req.param('id') : undefined,
+      method: c.req.method,
+      query: url.searchParams,
+      body: hasBody ? await body(c) : undefined,
+      prefer: c.req.header('prefer'),
+      base,
+      // the IG: the kick-off URL, without the parameters of a POST
+      requestUrl: base + c.req.path.replace(/^\/fhir(?=\/)/, '') + (post ? '' : url.search),
+    };
+    const { statusUrl, preferenceApplied } = await kickOff(ctx(c), exportCaller(c), input, () => deps.exports.wake());
+    return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: `Export started; poll ${statusUrl}` }] },
+      { 'Content-Location': statusUrl, 'Preference-Applied': preferenceApplied });
+  };
 
   // ---- route table ----------------------------------------------------------------------------
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
@@ -84,6 +125,24 @@ export function createApp(deps: AppDeps): Hono {
     const request = { query: new URL(c.req.url).searchParams, acceptEncoding: c.req.header('accept-encoding') };
     const { body: stream, headers } = await dump(bulk(c), c.req.param('type'), request);
     return new Response(stream, { status: 200, headers });
+  });
+  api.on(['GET', 'POST'], '/$export', exportKickOff('system'));
+  api.on(['GET', 'POST'], '/Patient/$export', exportKickOff('patient'));
+  api.on(['GET', 'POST'], '/Group/:id/$export', exportKickOff('group'));
+  api.get('/$export-status/:id', async (c) => {
+    const answer = await exportStatus(ctx(c), exportCaller(c), c.req.param('id'), baseOf(c));
+    if (answer.body === undefined) return new Response(null, { status: answer.status, headers: answer.headers });
+    return respond(c, 200, answer.body, answer.headers);
+  });
+  api.delete('/$export-status/:id', async (c) => {
+    await deleteExportJob(ctx(c), exportCaller(c), c.req.param('id'));
+    return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'Export deleted; its files are gone' }] });
+  });
+  api.get('/$export-file/:id/:name', async (c) => {
+    const served = await exportDownload(ctx(c), exportCaller(c), c.req.param('id'), c.req.param('name'), {
+      acceptEncoding: c.req.header('accept-encoding'), range: c.req.header('range'), ifRange: c.req.header('if-range'), ifNoneMatch: c.req.header('if-none-match'),
+    });
+    return new Response(served.body, { status: served.status, headers: served.headers });
   });
   api.get('/BulkImportStatus', async (c) => {
     const sessions = await listImportSessions(ctx(c));

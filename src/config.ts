@@ -61,6 +61,10 @@ const schema = z.object({
   FHIRHOSE_LOGIN_FAILURES_PER_MINUTE: int(10, 0),
   FHIRHOSE_SHUTDOWN_GRACE_MS: int(20_000, 0),
   FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
+  FHIRHOSE_BASE_URL: z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' }).optional(),
+  FHIRHOSE_EXPORT_DIR: z.string().min(1).optional(),
+  FHIRHOSE_EXPORT_FILE_RESOURCES: int(100_000, 1),
+  FHIRHOSE_EXPORT_EXPIRES_S: int(24 * 3600, 1),
 });
 
 export interface Config {
@@ -101,6 +105,14 @@ export interface Config {
   sqlMaxValueBytes: number;
   loginFailuresPerMinute: number;
   shutdownGraceMs: number;
+  /** The public base of this server (no trailing slash): `$export` status and file URLs start with it. */
+  baseUrl?: string;
+  /** Absolute: where `$export` files live (FHIRHOSE_EXPORT_DIR, else FHIRHOSE_DATA_DIR/exports). */
+  exportDir: string;
+  /** Resources per `$export` file before the next file of the same type starts. */
+  exportFileResources: number;
+  /** Seconds a finished `$export` and its files are kept. */
+  exportExpiresS: number;
 }
 
 export interface SourceLimits {
@@ -164,5 +176,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sqlMaxValueBytes: e.FHIRHOSE_SQL_MAX_VALUE_BYTES,
     loginFailuresPerMinute: e.FHIRHOSE_LOGIN_FAILURES_PER_MINUTE,
     shutdownGraceMs: e.FHIRHOSE_SHUTDOWN_GRACE_MS,
+    baseUrl: e.FHIRHOSE_BASE_URL?.replace(/\/+$/, ''),
+    exportDir: path.resolve(e.FHIRHOSE_EXPORT_DIR ?? path.join(e.FHIRHOSE_DATA_DIR, 'exports')),
+    exportFileResources: e.FHIRHOSE_EXPORT_FILE_RESOURCES,
+    exportExpiresS: e.FHIRHOSE_EXPORT_EXPIRES_S,
   };
 }

@@ -98,8 +98,8 @@ export async function startServer(config: Config, log = createLogger(config)): P
       statement_timeout: Math.max(60_000, 4 * config.leaseMs),
     },
   });
-  const jobs = createJobRunner({ sql: jobSql, config, log, kinds: jobKinds({ sql: jobSql, config, log }) });
-  const app = createApp({ ctx, auth, version: pkg.version, imports: jobs });
+  const jobs = createJobRunner({ sql: jobSql, config, log, kinds: jobKinds({ sql: jobSql, bulkSql: pools.bulk, config, log }) });
+  const app = createApp({ ctx, auth, version: pkg.version, imports: jobs, exports: jobs });
 
   let server: ReturnType<typeof Bun.serve>;
   try {

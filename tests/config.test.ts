@@ -34,6 +34,18 @@ describe('config: happy', () => {
     });
   });
 
+  test('defaults of the $export settings', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ exportDir: path.resolve('./data/exports'), exportFileResources: 100_000, exportExpiresS: 86_400 });
+    expect(c.baseUrl).toBeUndefined();
+  });
+
+  test('$export settings: the base URL loses its trailing slash; the export folder follows FHIRHOSE_DATA_DIR unless set', () => {
+    expect(loadConfig({ FHIRHOSE_BASE_URL: 'https://fhir.example.org/fhir/' }).baseUrl).toBe('https://fhir.example.org/fhir');
+    expect(loadConfig({ FHIRHOSE_DATA_DIR: 'var/d' }).exportDir).toBe(path.resolve('var/d/exports'));
+    expect(loadConfig({ FHIRHOSE_DATA_DIR: 'var/d', FHIRHOSE_EXPORT_DIR: '/srv/exports' }).exportDir).toBe('/srv/exports');
+  });
+
   test('values are read from the environment; relative folders become absolute; blank means unset', () => {
     const c = loadConfig({ PORT: '9000', DATABASE_URL: 'postgresql://u:p@db/x', FHIRHOSE_DATA_DIR: 'var/d', FHIRHOSE_ROOT_SECRET: 's3', FHIRHOSE_PG_PORT: '  ', FHIRHOSE_LOG: 'quiet' });
     expect(c).toMatchObject({ port: 9000, databaseUrl: 'postgresql://u:p@db/x', dataDir: path.resolve('var/d'), rootSecret: 's3', pgPort: 5433, log: 'quiet' });
@@ -61,6 +73,9 @@ describe('config: errors', () => {
     [{ FHIRHOSE_SOURCE_CONNECT_TIMEOUT: 'soon' }, 'Invalid configuration: FHIRHOSE_SOURCE_CONNECT_TIMEOUT="soon" must be a number of seconds, more than 0'],
     [{ FHIRHOSE_SOURCE_ALLOW: 'ftp://a.org/, http://b.org/' }, 'Invalid configuration: FHIRHOSE_SOURCE_ALLOW="ftp://a.org/, http://b.org/" must be http(s) URL prefixes separated by commas or spaces'],
     [{ FHIRHOSE_MAX_COMPRESSION_RATIO: '1' }, 'Invalid configuration: FHIRHOSE_MAX_COMPRESSION_RATIO="1" must be a whole number, at least 2'],
+    [{ FHIRHOSE_BASE_URL: 'fhir.example.org' }, 'Invalid configuration: FHIRHOSE_BASE_URL="fhir.example.org" must be an absolute http(s) URL'],
+    [{ FHIRHOSE_EXPORT_FILE_RESOURCES: '0' }, 'Invalid configuration: FHIRHOSE_EXPORT_FILE_RESOURCES="0" must be a whole number, at least 1'],
+    [{ FHIRHOSE_EXPORT_EXPIRES_S: '1h' }, 'Invalid configuration: FHIRHOSE_EXPORT_EXPIRES_S="1h" must be a whole number, at least 1'],
   ];
   for (const [env, message] of cases) {
     test(`${Object.entries(env)[0]!.join('=')} is refused with one line naming it`, () => {

@@ -47,6 +47,8 @@ export interface JobKind<P = any> {
 export interface KindDeps {
   /** The job pool: statement and idle-in-transaction timeouts set (see server.ts). */
   sql: Sql;
+  /** The bulk pool, for reads one statement of which may run for minutes ($export's COPYs). */
+  bulkSql?: Sql;
   config: Config;
   log: (line: string) => void;
 }

@@ -157,6 +157,16 @@ export async function releaseJob(sql: Sql, claim: Claim, options: { delayMs: num
   );
 }
 
+/**
+ * Cancels a job for good (its work was deleted, e.g. a DELETEd `$export`), in the caller's
+ * transaction: never claimed again, and the current claim ends (new epoch), so the server running
+ * it can commit nothing more; its heartbeat stops the run.
+ */
+export async function cancelJob(tx: TransactionSql, key: string): Promise<void> {
+  await tx`update fhirhose_job set state = 'cancelled', owner = null, epoch = epoch + 1, lease_until = null, updated_at = now()
+    where key = ${key} and state not in ('done', 'cancelled')`;
+}
+
 /** The job is finished: `done`, no owner. False if the claim no longer held. */
 export async function finishJob(sql: Sql, claim: Claim): Promise<boolean> {
   const rows = await sql.unsafe(

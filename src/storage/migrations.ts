@@ -107,6 +107,56 @@ select 'import-input', 'import-input:' || i.session_id || ':' || i.idx, i.sessio
 from bulkimport_input i join bulkimportstatus s on s.id = i.session_id
 on conflict (key) do nothing;`,
   },
+  {
+    // $export (SPEC §12): one row per export with its planned parts and the checkpoint of done
+    // parts (the work itself is an `export` row of fhirhose_job, SPEC §11); the files of done parts; the patients of a Patient/Group export;
+    // the Practitioners, Organizations … its compartment resources reference.
+    version: 6,
+    name: 'export jobs',
+    sql: () => `
+create table if not exists export_job (
+  id text primary key,
+  client_id text not null,
+  level text not null,
+  request text not null,
+  params jsonb not null,
+  state text not null default 'running',
+  parts jsonb,
+  done_parts int[] not null default '{}',
+  transaction_time timestamptz,
+  total bigint not null default 0,
+  exported bigint not null default 0,
+  error_status int,
+  error_message text,
+  created_at timestamptz not null default now(),
+  finished_at timestamptz,
+  expires_at timestamptz
+);
+create index if not exists export_job_expires on export_job (expires_at) where state <> 'running';
+create table if not exists export_file (
+  job_id text not null references export_job (id) on delete cascade,
+  name text not null,
+  part int not null,
+  kind text not null,
+  type text not null,
+  count bigint not null,
+  bytes bigint not null,
+  plain_bytes bigint not null,
+  etag text not null,
+  primary key (job_id, name)
+);
+create table if not exists export_patient (
+  job_id text not null references export_job (id) on delete cascade,
+  patient_id text not null,
+  primary key (job_id, patient_id)
+);
+create table if not exists export_ref (
+  job_id text not null references export_job (id) on delete cascade,
+  type text not null,
+  id text not null,
+  primary key (job_id, type, id)
+);`,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {

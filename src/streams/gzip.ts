@@ -1,3 +1,4 @@
+import zlib from 'node:zlib';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 
 // The gzip module (STYLE rules 7 and 13): the only user of Bun's zlib streams.
@@ -172,4 +173,46 @@ function gzipError(error: unknown): OperationOutcomeError {
     ? 'gzip data is truncated (it ends mid-stream)'
     : `gzip data is corrupt (${reason})`;
   return new OperationOutcomeError('unprocessable', message, { cause: error });
+}
+
+export interface GzipWriter {
+  /** Compresses `chunk`; resolves when the compressor can take more (backpressure). */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Flushes the gzip trailer; resolves once `sink` has had every byte. */
+  close(): Promise<void>;
+}
+
+/**
+ * Push-side gzip for files the server writes itself (`$export`): compressed bytes go to `sink` in
+ * order, one `sink` call at a time. node:zlib at level 1, because on the export path compression
+ * is the biggest cost after PostgreSQL's: measured in Bun 1.4.5 on 31 MB of Synthea ndjson in
+ * 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib level 6 104–114 ms, level 1
+ * 45–57 ms for a file 1.6× bigger.
+ */
+export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1): GzipWriter {
+  const gzip = zlib.createGzip({ level });
+  let failure: unknown;
+  let pending = Promise.resolve();
+  gzip.on('data', (chunk: Buffer) => {
+    gzip.pause();
+    pending = pending.then(() => sink(chunk)).then(() => { gzip.resume(); }, (err) => { failure ??= err; gzip.destroy(err as Error); });
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    gzip.once('end', () => resolve(pending));
+    gzip.once('error', (err) => reject(failure ?? err));
+  });
+  ended.catch(() => {});
+  return {
+    async write(chunk) {
+      if (failure !== undefined) throw failure;
+      if (!gzip.write(chunk)) await Promise.race([new Promise((r) => gzip.once('drain', r)), ended]);
+      if (failure !== undefined) throw failure;
+    },
+    async close() {
+      gzip.end();
+      await ended;
+      await pending;
+      if (failure !== undefined) throw failure;
+    },
+  };
 }

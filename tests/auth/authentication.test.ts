@@ -45,9 +45,17 @@ describe('authentication: errors', () => {
     await expect401(await server.request('/Patient', { auth: null }), /Authentication required/);
   });
 
-  test('every route but /health needs credentials, including /metadata, PUT / and unknown paths', async () => {
-    for (const [method, path] of [['GET', '/metadata'], ['PUT', '/'], ['GET', '/fhir/Patient'], ['GET', '/no/such/route/here']] as const) {
+  test('every route but /health and GET /metadata needs credentials, including PUT / and unknown paths', async () => {
+    for (const [method, path] of [['POST', '/metadata'], ['PUT', '/'], ['GET', '/fhir/Patient'], ['GET', '/no/such/route/here']] as const) {
       await expect401(await server.request(path, { method, auth: null }), /Authentication required/);
+    }
+  });
+
+  test('GET /metadata answers without credentials (SPEC §3: FHIR clients fetch it first, unauthenticated)', async () => {
+    for (const path of ['/metadata', '/fhir/metadata']) {
+      const res = await server.request(path, { auth: null });
+      expect(res.status).toBe(200);
+      expect((await res.json()).resourceType).toBe('CapabilityStatement');
     }
   });
 

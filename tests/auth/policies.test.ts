@@ -128,7 +128,7 @@ describe('policies: matcho', () => {
 describe('policies: denials', () => {
   test('an authenticated client with no policy at all → 403', async () => {
     await expect403(alice, 'GET', '/Patient/p1');
-    await expect403(bob, 'GET', '/metadata');
+    await expect403(bob, 'GET', '/Observation');
   });
 
   test('a policy linked to another client → 403', async () => {
