@@ -19,6 +19,9 @@ import { notFound } from './fhir/outcome.ts';
 import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
+import { renderMetrics } from './operations/metrics.ts';
+import { observeRequests } from './http/observe.ts';
+import { eventsOf } from './logging.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 import { deleteExportJob, exportDownload, exportStatus, kickOff, type ExportCaller } from './operations/export.ts';
 import type { ExportLevel } from './operations/export-request.ts';
@@ -107,6 +110,7 @@ export function createApp(deps: AppDeps): Hono {
   };
 
   // ---- route table ----------------------------------------------------------------------------
+  api.get('/metrics', async (c) => c.text(await renderMetrics(ctx(c)), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' }));
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
   api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx(c), await body(c))));
   api.post('/$import', async (c) => {
@@ -170,6 +174,7 @@ export function createApp(deps: AppDeps): Hono {
   // ---------------------------------------------------------------------------------------------
 
   const app = new Hono({ strict: false });
+  app.use('*', observeRequests(eventsOf(deps.ctx.log)));
   app.route('/fhir', api);
   app.route('/', api);
   app.notFound((c) => renderError(c, notFound(`No route for ${c.req.method} ${new URL(c.req.url).pathname}`), deps.ctx.log));

@@ -60,7 +60,7 @@ const schema = z.object({
   FHIRHOSE_SQL_MAX_VALUE_BYTES: int(16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   FHIRHOSE_LOGIN_FAILURES_PER_MINUTE: int(10, 0),
   FHIRHOSE_SHUTDOWN_GRACE_MS: int(20_000, 0),
-  FHIRHOSE_LOG: z.enum(['info', 'quiet'], { error: 'must be info or quiet' }).default('info'),
+  FHIRHOSE_LOG: z.enum(['info', 'json', 'quiet'], { error: 'must be info, json or quiet' }).default('info'),
   FHIRHOSE_BASE_URL: z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' }).optional(),
   FHIRHOSE_EXPORT_DIR: z.string().min(1).optional(),
   FHIRHOSE_EXPORT_FILE_RESOURCES: int(100_000, 1),
@@ -94,7 +94,8 @@ export interface Config {
   jobConcurrency: number;
   /** How long a claimed job stays this server's without a renewal (SPEC §11). */
   leaseMs: number;
-  log: 'info' | 'quiet';
+  /** info: text lines; json: one JSON object per line (SPEC §14); quiet: nothing. */
+  log: 'info' | 'json' | 'quiet';
   /** SPEC §10 limits: README "Limits". `poolSize` is the API pool; bulk work has its own. */
   bulkPoolSize: number;
   bulkConcurrency: number;

@@ -4,7 +4,8 @@
  * line on stderr and a non-zero exit, never a stack trace.
  */
 import { loadConfig, type Config } from './config.ts';
-import { createLogger, startServer, type RunningServer } from './server.ts';
+import { startServer, type RunningServer } from './server.ts';
+import { createLogger } from './logging.ts';
 import { connectionLost } from './storage/db.ts';
 
 function fail(message: string, code: number): never {

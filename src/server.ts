@@ -20,6 +20,7 @@ import type { OperationContext } from './operations/context.ts';
 import { createJobRunner } from './jobs/runner.ts';
 import { jobKinds } from './jobs/kinds.ts';
 import pkg from '../package.json' with { type: 'json' };
+import { createLogger } from './logging.ts';
 
 export interface RunningServer {
   url: string;
@@ -29,11 +30,7 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export function createLogger(config: Pick<Config, 'log'>): (line: string) => void {
-  return config.log === 'quiet' ? () => {} : (line) => console.log(`${new Date().toISOString()} ${line}`);
-}
-
-export async function startServer(config: Config, log = createLogger(config)): Promise<RunningServer> {
+export async function startServer(config: Config, log: (line: string) => void = createLogger(config)): Promise<RunningServer> {
   // Before the database starts: a busy PORT is one clear line, not a PostgreSQL started for nothing.
   if (config.port !== 0 && !(await canListen(config.host, config.port))) throw portInUse(config.port);
   // The README's file:// examples read from ./import: a missing root is created, not a 500 later.

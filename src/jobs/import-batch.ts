@@ -10,6 +10,7 @@ import { emptyStaging, gateBatch, recordBatch, type Gate } from '../storage/impo
 import { copyIntoStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
 import type { Line } from '../streams/lines.ts';
 import { parseLine } from '../operations/ingest.ts';
+import { badLines, bytesRead as bytesReadCounter, countImported } from '../metrics/fhirhose.ts';
 
 /** Errors kept per input with their line numbers; the count covers them all. */
 export const MAX_ERRORS = 100;
@@ -37,6 +38,8 @@ export class BatchWriter {
   private lines = 0;
   private chars = 0;
   private lastLine: number;
+  /** Source bytes already added to the bytes-read counter by this run. */
+  private bytesCounted = 0;
   error: unknown;
 
   constructor(
@@ -78,6 +81,9 @@ export class BatchWriter {
     this.errorCount = 0;
     this.lines = 0;
     this.chars = 0;
+    let counted: Record<string, number> = {};
+    const bytes = bytesRead - this.bytesCounted;
+    this.bytesCounted = bytesRead;
     this.inflight = job.commit(async (tx) => {
       // The COPY goes first, into this claim's own table: while the client streams it, the
       // transaction holds no lock anyone else waits for (a server frozen mid-COPY blocks nobody).
@@ -91,6 +97,7 @@ export class BatchWriter {
       if (rows.length > 0) {
         const merged = await mergeStaging(tx, table, { update: job.update, method: 'copy', staged });
         for (const n of Object.values(merged.counts)) imported += n;
+        counted = merged.counts;
       }
       const now = performance.now();
       await recordBatch(tx, job.sessionId, job.input.idx, {
@@ -99,7 +106,12 @@ export class BatchWriter {
       });
       this.last = now;
       return { value: 'ok' as Gate, checkpoint };
+    }).then((gate) => {
+      // counted once committed: a rolled-back or fenced-off batch imported nothing (SPEC §14)
+      if (gate === 'ok') countBatch(counted, errorCount);
+      return gate;
     });
+    bytesReadCounter.inc({ operation: '$import' }, bytes);
     // awaited by settle() only when the next batch is ready: until then a failure (the database
     // gone, say) would be an unhandled rejection, which ends a Bun process
     this.inflight.catch(() => {});
@@ -125,4 +137,9 @@ export class BatchWriter {
     if (this.gate !== 'ok' || !this.finished) return { kind: 'stopped' };
     return { kind: 'done' };
   }
+}
+
+function countBatch(counts: Record<string, number>, errorCount: number): void {
+  countImported('$import', counts);
+  if (errorCount > 0) badLines.inc({ operation: '$import' }, errorCount);
 }

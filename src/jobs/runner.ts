@@ -24,6 +24,7 @@ import {
 } from '../storage/jobs.ts';
 import { subscribe, type Subscription } from '../storage/notify.ts';
 import type { Job, JobKind } from './job.ts';
+import { eventsOf } from '../logging.ts';
 
 export interface JobRunner {
   /** This server's name in `owner` columns: host:pid:random. */
@@ -62,6 +63,7 @@ const STOP_WAIT_MS = 10_000;
 
 export function createJobRunner(deps: { sql: Sql; config: Config; log: (line: string) => void; kinds: JobKind[] }): JobRunner {
   const { sql, config, log } = deps;
+  const event = eventsOf(log);
   const kinds = new Map(deps.kinds.map((k) => [k.name, k]));
   const owner = `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`;
   const leaseMs = config.leaseMs;
@@ -146,25 +148,36 @@ export function createJobRunner(deps: { sql: Sql; config: Config; log: (line: st
   async function execute(run: Run): Promise<void> {
     const label = run.kind.describe(handle(run));
     const { claim } = run;
+    // SPEC §14: one structured line per state change of a job on this server (ids and states only:
+    // payloads hold source URLs, which may carry credentials)
+    const changed = (state: string) => event({ event: 'job', id: claim.id, kind: run.row.kind, key: run.row.key, state, epoch: claim.epoch, checkpoint: run.checkpoint, owner });
+    changed('claimed');
     try {
       const outcome = await run.kind.run(handle(run), run.controller.signal);
-      if (run.lost) return log(`${label}: lost to another server (a newer claim of the job); stopped without writing`);
+      if (run.lost) {
+        changed('lost');
+        return log(`${label}: lost to another server (a newer claim of the job); stopped without writing`);
+      }
       if (outcome === 'done') {
-        await finishJob(sql, claim);
+        if (await finishJob(sql, claim)) changed('done');
         return;
       }
       if (stopping) log(`${label}: stopping with the server; handed back at checkpoint ${run.checkpoint}`);
       await releaseJob(sql, claim, { delayMs: stopping ? 0 : STOPPED_DELAY_MS });
+      changed('released');
     } catch (error) {
       if (error instanceof LeaseLost || run.lost) {
         run.lost = true;
+        changed('lost');
         return log(`${label}: lost to another server (a newer claim of the job); stopped without writing`);
       }
       if (stopping) {
         log(`${label}: stopping with the server; handed back at checkpoint ${run.checkpoint}`);
         await releaseJob(sql, claim, { delayMs: 0 }).catch(() => {});
+        changed('released');
         return;
       }
+      changed('retrying');
       const delay = Math.min(BACKOFF_MAX_MS, 1000 * 2 ** run.row.attempts);
       log(`${label}: failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
       log(`${label}: trying again in ${delay / 1000} s`);

@@ -7,6 +7,7 @@
 import type { OperationContext } from './context.ts';
 import { assertType } from './crud.ts';
 import { lineWriter } from './dump-lines.ts';
+import { resourcesDumped } from '../metrics/fhirhose.ts';
 import { parseDateTime, startInstant } from '../fhir/datetime.ts';
 import { invalid } from '../fhir/outcome.ts';
 import { gzipStream } from '../streams/gzip.ts';
@@ -69,10 +70,14 @@ type Read = { done: boolean; value?: Uint8Array };
  */
 function ndjson(type: string, streams: ReadableStream<Uint8Array>[], log: (line: string) => void): ReadableStream<Uint8Array> {
   const writer = lineWriter(type);
+  let dumped = 0; // rows decoded since the counter was last moved (once per pull, not per row)
   const parts = streams.map((stream, index) => ({
     index,
     reader: stream.getReader(),
-    decoder: copyBinaryDecoder(DUMP_FIELD_COUNT, writer.tuple),
+    decoder: copyBinaryDecoder(DUMP_FIELD_COUNT, (buf: Buffer, fields: Int32Array) => {
+      writer.tuple(buf, fields);
+      dumped++;
+    }),
     pending: undefined as Promise<{ index: number; result: Read }> | undefined,
     done: false,
   }));
@@ -102,6 +107,8 @@ function ndjson(type: string, streams: ReadableStream<Uint8Array>[], log: (line:
             part.decoder.push(next.result.value!);
           }
           const chunks = writer.take();
+          if (dumped > 0) resourcesDumped.inc({ type }, dumped);
+          dumped = 0;
           for (const chunk of chunks) controller.enqueue(chunk);
           if (chunks.length > 0) return;
         }

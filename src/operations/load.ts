@@ -16,6 +16,8 @@ import { parseLoadRequest, type LoadRequest } from './load-request.ts';
 import { runningOutcome, validateLater } from './load-validation.ts';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
 import { SERVER_TYPES } from '../fhir/types.ts';
+import { countBytes } from '../streams/count.ts';
+import { badLines, bytesRead, countImported } from '../metrics/fhirhose.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
 import { gunzipIfNeeded, type ExpansionLimits } from '../streams/gzip.ts';
 import { ndjsonLines, type Line, type LineBatch } from '../streams/lines.ts';
@@ -53,7 +55,8 @@ export async function load(
   };
   const limits = ctx.config.sources;
   const source = await openSource(request.source, { importRoot: ctx.config.importRoot, limits, signal: options.signal });
-  const lines = new LineReader(source, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, expansion: limits, signal: options.signal });
+  const counted = { ...source, stream: countBytes(source.stream, (n) => bytesRead.inc({ operation: '$load' }, n)) };
+  const lines = new LineReader(counted, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, expansion: limits, signal: options.signal });
   const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
 
   const result = await ctx.sql
@@ -103,6 +106,8 @@ export async function load(
   }
 
   for (const type of Object.keys(result.merged.counts)) ctx.changed(type);
+  countImported('$load', result.merged.counts);
+  if (result.errorCount > 0) badLines.inc({ operation: '$load' }, result.errorCount);
   return render(request, options.type, { ...result, validationId });
 }
 

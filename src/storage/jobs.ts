@@ -223,3 +223,16 @@ export async function liveJobs(sql: Sql, kind: string): Promise<{ payload: Recor
     where kind = ${kind} and owner is not null and lease_until > now()`;
   return rows as unknown as { payload: Record<string, unknown>; epoch: number }[];
 }
+
+/**
+ * Jobs by kind and state for `/metrics` (SPEC §14): a `ready` job with a live lease is `running`,
+ * one without is `queued`; the other states as they are.
+ */
+export async function jobCounts(sql: AnySql): Promise<{ kind: string; state: string; n: number }[]> {
+  const rows = await sql`select kind,
+      case when state = 'ready' and owner is not null and lease_until > now() then 'running'
+           when state = 'ready' then 'queued' else state end as state,
+      count(*)::int as n
+    from fhirhose_job group by 1, 2 order by 1, 2`;
+  return rows as unknown as { kind: string; state: string; n: number }[];
+}

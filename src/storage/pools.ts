@@ -26,7 +26,7 @@ export interface PoolSizes {
 export function openPools(url: string, sizes: PoolSizes): Pools {
   return {
     api: connect(url, { max: sizes.apiPoolSize }),
-    bulk: connect(url, { max: sizes.bulkPoolSize }),
+    bulk: connect(url, { max: sizes.bulkPoolSize, applicationName: 'fhirhose bulk' }),
     sqlReader: (other) => connect(other ?? url, { max: 1, maxMessageBytes: sizes.sqlMaxValueBytes }),
   };
 }

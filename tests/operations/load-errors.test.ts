@@ -227,7 +227,7 @@ test('a client that disconnects during a file load cancels it too', { timeout: 6
   // raced the request's arrival on a loaded machine. Either way the transaction must roll back.
   let working = false;
   for (const until = Date.now() + 20_000; !working && Date.now() < until; ) {
-    const [row] = await server.sql`select count(*)::int as n from pg_stat_activity where application_name = 'fhirhose' and state = 'active' and (query ilike 'copy %' or query ilike 'insert %') and pid <> pg_backend_pid()`;
+    const [row] = await server.sql`select count(*)::int as n from pg_stat_activity where application_name in ('fhirhose', 'fhirhose bulk') and state = 'active' and (query ilike 'copy %' or query ilike 'insert %') and pid <> pg_backend_pid()`;
     working = row!.n > 0;
     if (!working) await Bun.sleep(25);
   }
@@ -236,7 +236,7 @@ test('a client that disconnects during a file load cancels it too', { timeout: 6
   await pending.catch(() => {});
   // The load's connection is released once the transaction is rolled back.
   for (let i = 0; i < 100; i++) {
-    const [busy] = await server.sql`select count(*)::int as n from pg_stat_activity where application_name = 'fhirhose' and state <> 'idle' and pid <> pg_backend_pid()`;
+    const [busy] = await server.sql`select count(*)::int as n from pg_stat_activity where application_name in ('fhirhose', 'fhirhose bulk') and state <> 'idle' and pid <> pg_backend_pid()`;
     if (busy!.n === 0) break;
     await Bun.sleep(100);
   }
