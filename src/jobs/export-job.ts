@@ -16,6 +16,7 @@
  * 4 … s) from its checkpoint, up to MAX_ATTEMPTS runs; any other error (a statement PostgreSQL
  * refused, a full disk) fails the export at once: its status answers 500.
  */
+import { resourcesExported } from '../metrics/fhirhose.ts';
 import type { Sql } from '../storage/db.ts';
 import { connectionLost } from '../storage/db.ts';
 import { copyBinaryDecoder } from '../storage/copy-binary.ts';
@@ -117,6 +118,8 @@ async function runExport(
         return { value: undefined, checkpoint: done.length + 1 };
       });
       done = [...done, index];
+      // counted once the part's files are committed (SPEC §14 /metrics)
+      for (const f of files) if (f.kind === 'output' && f.count > 0) resourcesExported.inc({ type: f.type }, f.count);
       written += files.filter((f) => f.kind === 'output').reduce((n, f) => n + f.count, 0);
       progress(written);
     }

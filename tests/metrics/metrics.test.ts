@@ -8,6 +8,7 @@ import path from 'node:path';
 import { basic, startTestServer, type TestServer } from '../helpers/server.ts';
 import { startImport, startSourceServer, waitFor, type SourceServer } from '../helpers/import-sources.ts';
 import { parsePrometheus, sumOf, type Exposition } from '../helpers/prometheus.ts';
+import { kickOff, outputByType, waitForManifest } from '../helpers/export.ts';
 
 const FIXTURES = path.join(import.meta.dir, '../fixtures/synthea');
 const DIR = path.join(FIXTURES, 'two-patients');
@@ -102,3 +103,21 @@ test('request counts move by exactly the requests sent, per route pattern and st
   expect(buckets.at(-1)!.labels.le).toBe('+Inf');
   expect(buckets.at(-1)!.value).toBe(sumOf(after, 'fhirhose_http_request_duration_seconds_count', { route: '/:type/:id', status: '404', method: 'GET' }));
 });
+
+test('an $export and a $dump move exported and dumped by exactly the resources they wrote', async () => {
+  const [row] = await server.sql`select count(*)::int as n from patient`;
+  const patients = row!.n as number;
+  expect(patients).toBeGreaterThan(0);
+  const before = await scrape();
+  const manifest = await waitForManifest(server, await kickOff(server, '/$export?_type=Patient,Condition'), { timeoutMs: 60_000 });
+  const written = await outputByType(server, manifest);
+  const dumped = (await (await server.request('/Patient/$dump')).text()).split('\n').filter(Boolean).length;
+  const after = await scrape();
+  for (const type of ['Patient', 'Condition']) {
+    const moved = sumOf(after, 'fhirhose_resources_exported_total', { type }) - sumOf(before, 'fhirhose_resources_exported_total', { type });
+    expect({ type, moved }).toEqual({ type, moved: written.get(type)?.length ?? -1 });
+  }
+  expect(dumped).toBe(patients);
+  expect(sumOf(after, 'fhirhose_resources_dumped_total', { type: 'Patient' }) - sumOf(before, 'fhirhose_resources_dumped_total', { type: 'Patient' })).toBe(patients);
+  expect(sumOf(after, 'fhirhose_jobs', { kind: 'export', state: 'done' })).toBe(1);
+}, 90_000);
