@@ -15,6 +15,7 @@ import {
 } from './operations/crud.ts';
 import { search } from './operations/search.ts';
 import { load } from './operations/load.ts';
+import { isUpload, loadUpload } from './operations/upload.ts';
 import { notFound } from './fhir/outcome.ts';
 import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
@@ -117,8 +118,16 @@ export function createApp(deps: AppDeps): Hono {
     const answer = await importAction(ctx(c), deps.imports, await body(c));
     return respond(c, answer.status, answer.session, answer.headers);
   });
-  api.post('/$load', gate, async (c) => respond(c, 200, await load(bulk(c), await body(c), { signal: c.req.raw.signal })));
-  api.post('/:type/$load', gate, async (c) => respond(c, 200, await load(bulk(c), await body(c), { type: c.req.param('type'), signal: c.req.raw.signal })));
+  // SPEC §13: an ndjson body is the data itself (operations/upload.ts); JSON/YAML names a source.
+  const loadRoute = async (c: Context<Env>) => {
+    const type = c.req.param('type');
+    const signal = c.req.raw.signal;
+    if (!isUpload(c.req.header('content-type'))) return respond(c, 200, await load(bulk(c), await body(c), { type, signal }));
+    const upload = { body: c.req.raw.body, query: new URL(c.req.url).searchParams, contentEncoding: c.req.header('content-encoding'), signal };
+    return respond(c, 200, await loadUpload(bulk(c), upload, { type }));
+  };
+  api.post('/$load', gate, loadRoute);
+  api.post('/:type/$load', gate, loadRoute);
   api.post('/$dump-sql', gate, async (c) => {
     const request = dumpSqlRequest(await body(c), new URL(c.req.url).searchParams.get('_format'));
     const { body: stream, headers } = await dumpSql(bulk(c), request);

@@ -37,12 +37,22 @@ export async function load(
   options: { type?: string; signal?: AbortSignal } = {},
 ): Promise<LoadResponse> {
   const request = parseLoadRequest(body);
-  if (options.type !== undefined) {
-    assertType(options.type);
-    if ((SERVER_TYPES as readonly string[]).includes(options.type)) {
-      throw invalid(`${options.type} is a server type and cannot be loaded; use PUT /${options.type}/<id>`);
-    }
-  }
+  checkUrlType(options.type);
+  const source = await openSource(request.source, { importRoot: ctx.config.importRoot, limits: ctx.config.sources, signal: options.signal });
+  return loadSource(ctx, request, source, options);
+}
+
+/**
+ * The load of an already opened source: `load` opens a URL; an upload (SPEC §13, upload.ts) hands
+ * the request body itself. Same pipeline, limits and answers.
+ */
+export async function loadSource(
+  ctx: OperationContext,
+  request: LoadRequest,
+  source: Source,
+  options: { type?: string; signal?: AbortSignal } = {},
+): Promise<LoadResponse> {
+  checkUrlType(options.type);
   const { enable, checks } = request.validation;
   const lineOptions: LineOptions = {
     urlType: options.type,
@@ -54,11 +64,9 @@ export async function load(
     maxLineBytes: ctx.config.maxLineBytes,
   };
   const limits = ctx.config.sources;
-  const source = await openSource(request.source, { importRoot: ctx.config.importRoot, limits, signal: options.signal });
   const counted = { ...source, stream: countBytes(source.stream, (n) => bytesRead.inc({ operation: '$load' }, n)) };
   const lines = new LineReader(counted, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, expansion: limits, signal: options.signal });
   const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
-
   const result = await ctx.sql
     .begin(async (tx) => {
       const stopCancelling = await cancelOnAbort(tx, options.signal);
@@ -109,6 +117,15 @@ export async function load(
   countImported('$load', result.merged.counts);
   if (result.errorCount > 0) badLines.inc({ operation: '$load' }, result.errorCount);
   return render(request, options.type, { ...result, validationId });
+}
+
+function checkUrlType(type: string | undefined): void {
+  if (type !== undefined) {
+    assertType(type);
+    if ((SERVER_TYPES as readonly string[]).includes(type)) {
+      throw invalid(`${type} is a server type and cannot be loaded; use PUT /${type}/<id>`);
+    }
+  }
 }
 
 function render(
