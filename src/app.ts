@@ -23,7 +23,9 @@ import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
 import { renderMetrics } from './operations/metrics.ts';
 import { observeRequests } from './http/observe.ts';
 import { eventsOf } from './logging.ts';
-import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
+import { importAction, listImportSessions, readImportSession, startImport, type ImportNotifier } from './operations/import.ts';
+import { isParameters, parseImportParameters } from './operations/import-parameters.ts';
+import { abortImport, importStatus } from './operations/import-status.ts';
 import { deleteExportJob, exportDownload, exportStatus, kickOff, type ExportCaller } from './operations/export.ts';
 import type { ExportLevel } from './operations/export-request.ts';
 
@@ -115,8 +117,26 @@ export function createApp(deps: AppDeps): Hono {
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
   api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx(c), await body(c))));
   api.post('/$import', async (c) => {
-    const answer = await importAction(ctx(c), deps.imports, await body(c));
+    const request = await body(c);
+    if (isParameters(request)) {
+      // SPEC §13: the Bulk Data async pattern, on a status URL of its own
+      const { request: parsed, credential } = parseImportParameters(request);
+      const answer = await startImport(ctx(c), deps.imports, parsed, { credential });
+      const statusUrl = `${baseOf(c)}/$import-status/${answer.session.id}`;
+      return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: `Import started; poll ${statusUrl}` }] },
+        { 'Content-Location': statusUrl });
+    }
+    const answer = await importAction(ctx(c), deps.imports, request);
     return respond(c, answer.status, answer.session, answer.headers);
+  });
+  api.get('/$import-status/:id', async (c) => {
+    const answer = await importStatus(ctx(c), c.req.param('id'));
+    if (answer.body === undefined) return new Response(null, { status: answer.status, headers: answer.headers });
+    return respond(c, 200, answer.body, answer.headers);
+  });
+  api.delete('/$import-status/:id', async (c) => {
+    await abortImport(ctx(c), deps.imports, c.req.param('id'));
+    return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'Import aborted' }] });
   });
   // SPEC §13: an ndjson body is the data itself (operations/upload.ts); JSON/YAML names a source.
   const loadRoute = async (c: Context<Env>) => {

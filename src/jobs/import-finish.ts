@@ -8,6 +8,7 @@ import { inputJobKey, lockSession, writeSession } from '../storage/import-sessio
 import { allInputsDone, failInput, parkInputs } from '../storage/import-inputs.ts';
 import { setGroupState } from '../storage/jobs.ts';
 import { publish } from '../storage/notify.ts';
+import { dropCredential } from '../storage/import-credentials.ts';
 import { moved } from '../operations/import-actions.ts';
 
 /**
@@ -34,6 +35,7 @@ export async function completeSession(sql: Sql, id: string): Promise<boolean> {
     if (!row || row.resource.status !== 'active') return false;
     if (!(await allInputsDone(tx, id))) return false;
     await writeSession(tx, id, moved(row.resource, 'done'));
+    await dropCredential(tx, id); // SPEC §13: kept only as long as the session needs it
     return true;
   });
 }

@@ -13,6 +13,7 @@ import { claimInput, dropOrphanStaging, reportBytes } from '../storage/import-in
 import { liveJobs } from '../storage/jobs.ts';
 import { createStaging, dropStaging } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
+import { readCredential } from '../storage/import-credentials.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
 import { BatchWriter } from './import-batch.ts';
@@ -92,7 +93,9 @@ async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutc
   const { input, signal } = job;
   let source: Source;
   try {
-    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal });
+    // SPEC §13: a Parameters import's credentialHttpBasic, for its inputs' origins only
+    const credential = await readCredential(sql, job.sessionId);
+    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal, credential });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : failed(input, sourceError(shortName(input), error).message);
   }

@@ -7,31 +7,31 @@
  */
 import { stat } from 'node:fs/promises';
 import type { SourceLimits } from '../config.ts';
-import { fetchConfined } from '../streams/outbound.ts';
+import { fetchConfined, type OriginCredential } from '../streams/outbound.ts';
 
 /** A HEAD that takes longer than this is not waited for: the start answers without that size. */
 const HEAD_TIMEOUT_MS = 3000;
 /** HEAD requests in flight at once, for sessions of many inputs. */
 const PARALLEL = 8;
 
-export async function inputSizes(sources: string[], limits: SourceLimits): Promise<(number | undefined)[]> {
+export async function inputSizes(sources: string[], limits: SourceLimits, credential?: OriginCredential): Promise<(number | undefined)[]> {
   const sizes: (number | undefined)[] = new Array(sources.length).fill(undefined);
   let next = 0;
   const worker = async () => {
-    for (let i = next++; i < sources.length; i = next++) sizes[i] = await sizeOf(sources[i]!, limits);
+    for (let i = next++; i < sources.length; i = next++) sizes[i] = await sizeOf(sources[i]!, limits, credential);
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL, sources.length) }, worker));
   return sizes;
 }
 
-async function sizeOf(source: string, limits: SourceLimits): Promise<number | undefined> {
+async function sizeOf(source: string, limits: SourceLimits, credential?: OriginCredential): Promise<number | undefined> {
   try {
     if (!/^https?:\/\//i.test(source)) {
       const info = await stat(source);
       return info.isFile() && info.size > 0 ? info.size : undefined;
     }
     const head = { ...limits, connectTimeoutMs: Math.min(limits.connectTimeoutMs, HEAD_TIMEOUT_MS) };
-    const { response } = await fetchConfined(new URL(source), head, { method: 'HEAD', describe: (what) => what });
+    const { response } = await fetchConfined(new URL(source), head, { method: 'HEAD', describe: (what) => what, credential });
     await response.body?.cancel().catch(() => {});
     const length = response.headers.get('content-length');
     // With a Content-Encoding the bytes read are the decoded ones: that length would not match them.

@@ -21,6 +21,7 @@ import {
 } from '../storage/import-sessions.ts';
 import { setGroupState } from '../storage/jobs.ts';
 import { publish } from '../storage/notify.ts';
+import { dropCredential, saveCredential, type SourceCredential } from '../storage/import-credentials.ts';
 
 /**
  * What the operation needs of this server's job runner: a nudge to look for work now. Every other
@@ -38,7 +39,7 @@ export interface ImportAnswer {
 
 export async function importAction(ctx: OperationContext, runner: ImportNotifier, body: unknown): Promise<ImportAnswer> {
   const request = parseImportRequest(body);
-  if (request.action === 'start') return start(ctx, runner, request);
+  if (request.action === 'start') return startImport(ctx, runner, request);
   const id = request.id!;
   const action = request.action;
   if (!(await readSession(ctx.sql, id))) throw notFound(`Import session "${id}" not found`);
@@ -54,6 +55,7 @@ export async function importAction(ctx: OperationContext, runner: ImportNotifier
     await setInputStatus(tx, id, { ...inputStatesFor(action), clearMessage: action === 'force-resume' });
     await setGroupState(tx, id, jobStatesFor(action));
     await writeSession(tx, id, moved(row.resource, move.to));
+    if (move.to === 'aborted') await dropCredential(tx, id); // SPEC §13: no longer needed
     // actions: the servers running the inputs re-check them now; jobs: new claimable work
     await publish(tx, 'fhirhose_actions', id);
     if (move.to === 'active') await publish(tx, 'fhirhose_jobs', id);
@@ -75,11 +77,20 @@ export async function listImportSessions(ctx: OperationContext): Promise<Session
   return (await listSessions(ctx.sql)).map(({ session, inputs }) => sessionView(session, inputs, now));
 }
 
-async function start(ctx: OperationContext, runner: ImportNotifier, request: ImportRequest): Promise<ImportAnswer> {
+/**
+ * A new session (the Aidbox body, or a FHIR Parameters body: import-parameters.ts). `credential`
+ * (SPEC §13) is stored beside the session, never in it, in the transaction that creates it.
+ */
+export async function startImport(
+  ctx: OperationContext,
+  runner: ImportNotifier,
+  request: ImportRequest,
+  options: { credential?: SourceCredential } = {},
+): Promise<ImportAnswer> {
   const id = request.id ?? crypto.randomUUID();
   const inputs: NewInput[] = [];
   for (const [i, input] of request.inputs.entries()) inputs.push(await locate(ctx, input, i));
-  const sizes = await inputSizes(inputs.map((i) => i.source), ctx.config.sources);
+  const sizes = await inputSizes(inputs.map((i) => i.source), ctx.config.sources, options.credential);
   for (const [i, size] of sizes.entries()) if (size !== undefined) inputs[i]!.bytesTotal = size;
   const resource: SessionResource = {
     status: 'active',
@@ -96,6 +107,7 @@ async function start(ctx: OperationContext, runner: ImportNotifier, request: Imp
   const secretHash = request.secret === undefined ? undefined : await hashSecret(request.secret);
   const created = await ctx.sql.begin(async (tx) => {
     if (!(await insertSession(tx, id, { resource, inputs, secretHash }))) return false;
+    if (options.credential) await saveCredential(tx, id, options.credential);
     await publish(tx, 'fhirhose_jobs', id);
     return true;
   });

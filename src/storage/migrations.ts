@@ -157,6 +157,19 @@ create table if not exists export_ref (
   primary key (job_id, type, id)
 );`,
   },
+  {
+    // SPEC §13: the HTTP credentials of an import's sources (Parameters `credentialHttpBasic`),
+    // kept apart from the session row so no read path shows them, sent only to `origin`, and
+    // deleted when the session no longer needs them (done or aborted; storage/import-credentials.ts).
+    version: 7,
+    name: 'import credentials',
+    sql: () => `
+create table if not exists bulkimport_credential (
+  session_id text primary key references bulkimportstatus (id) on delete cascade,
+  origins text[] not null,
+  authorization_header text not null
+);`,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {

@@ -35,7 +35,7 @@ const METADATA_NAMES = new Set(['metadata.google.internal', 'metadata.goog', 'me
 export async function fetchConfined(
   url: URL,
   limits: OutboundLimits,
-  init: { method?: string; signal?: AbortSignal; describe: (what: string) => string },
+  init: FetchInit,
 ): Promise<{ response: Response; url: URL }> {
   let current = url;
   for (let hop = 0; ; hop++) {
@@ -126,12 +126,30 @@ function matchesPrefix(url: URL, prefix: string): boolean {
   return p.protocol === url.protocol && p.host === url.host && url.pathname.startsWith(p.pathname);
 }
 
-async function fetchWithin(url: URL, timeoutMs: number, init: { method?: string; signal?: AbortSignal; describe: (what: string) => string }): Promise<Response> {
+/**
+ * An `Authorization` header for some origins (SPEC §13 `credentialHttpBasic`): sent to a hop only
+ * when its origin (scheme, host and port) is one of them, so a redirect elsewhere never gets it.
+ */
+export interface OriginCredential {
+  origins: string[];
+  authorization: string;
+}
+
+export interface FetchInit {
+  method?: string;
+  signal?: AbortSignal;
+  credential?: OriginCredential;
+  describe: (what: string) => string;
+}
+
+async function fetchWithin(url: URL, timeoutMs: number, init: FetchInit): Promise<Response> {
   const connect = new AbortController();
   const timer = setTimeout(() => connect.abort(new Error('connect timeout')), timeoutMs);
   const signal = init.signal ? AbortSignal.any([init.signal, connect.signal]) : connect.signal;
   try {
-    return await fetch(url, { method: init.method ?? 'GET', signal, redirect: 'manual' });
+    const headers: Record<string, string> = {};
+    if (init.credential?.origins.includes(url.origin)) headers.authorization = init.credential.authorization;
+    return await fetch(url, { method: init.method ?? 'GET', signal, redirect: 'manual', headers });
   } catch (error) {
     if (init.signal?.aborted) throw init.signal.reason;
     if (connect.signal.aborted) {

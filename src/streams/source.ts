@@ -4,7 +4,7 @@ import { basename, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 import type { SourceLimits } from '../config.ts';
-import { displayUrl, fetchConfined } from './outbound.ts';
+import { displayUrl, fetchConfined, type OriginCredential } from './outbound.ts';
 import { watchPace } from './pace.ts';
 
 /** An opened ndjson source: raw bytes (maybe gzipped), their size when known, a label for messages. */
@@ -27,7 +27,7 @@ export interface Source {
  */
 export async function openSource(
   url: string,
-  options: { importRoot: string; limits: SourceLimits; signal?: AbortSignal; label?: string },
+  options: { importRoot: string; limits: SourceLimits; signal?: AbortSignal; label?: string; credential?: OriginCredential },
 ): Promise<Source> {
   if (url.startsWith('/')) return openFile(url, url, options);
   let parsed: URL;
@@ -73,22 +73,58 @@ export function sourceError(name: string, error: unknown): OperationOutcomeError
   return failure('bad-gateway', name, `reading failed mid-way (${reasonOf(error)})`, error);
 }
 
-async function openHttp(url: URL, name: string, options: { limits: SourceLimits; signal?: AbortSignal }): Promise<Source> {
+/** Statuses worth asking again: the source is busy or briefly broken (SPEC §13). */
+const TRANSIENT = new Set([429, 500, 502, 503, 504]);
+/** Attempts in all for a transient status; a Retry-After above RETRY_AFTER_MAX_S is waited as that. */
+export const SOURCE_ATTEMPTS = 3;
+const RETRY_AFTER_MAX_S = 30;
+
+async function openHttp(
+  url: URL,
+  name: string,
+  options: { limits: SourceLimits; signal?: AbortSignal; credential?: OriginCredential },
+): Promise<Source> {
   const describe = (what: string) => `Cannot load "${name}": ${what}`;
-  const { response, url: final } = await fetchConfined(url, options.limits, { signal: options.signal, describe });
-  if (!response.ok) {
-    await response.body?.cancel().catch(() => {});
-    throw failure('bad-gateway', name, `${displayUrl(final)} answered HTTP ${response.status}`);
+  for (let attempt = 1; ; attempt++) {
+    const { response, url: final } = await fetchConfined(url, options.limits, { signal: options.signal, describe, credential: options.credential });
+    if (!response.ok) {
+      await response.body?.cancel().catch(() => {});
+      if (TRANSIENT.has(response.status) && attempt < SOURCE_ATTEMPTS) {
+        await sleep(retryDelayMs(response.headers.get('retry-after'), attempt), options.signal);
+        continue;
+      }
+      const tries = TRANSIENT.has(response.status) ? ` (${attempt} attempts)` : '';
+      const hint = response.status === 401 || response.status === 403 ? ': the source refused the credentials (storageDetail.credentialHttpBasic), or none were given' : '';
+      throw failure('bad-gateway', name, `${displayUrl(final)} answered HTTP ${response.status}${tries}${hint}`);
+    }
+    const length = response.headers.get('content-length');
+    // With a Content-Encoding fetch decodes the body, so Content-Length no longer counts its bytes.
+    const sized = length !== null && !response.headers.has('content-encoding') && /^\d+$/.test(length);
+    const body = response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+    return {
+      stream: watchPace(body, options.limits, (what) => `${displayUrl(final)} ${what}`),
+      bytesTotal: sized ? Number(length) : undefined,
+      name,
+    };
   }
-  const length = response.headers.get('content-length');
-  // With a Content-Encoding fetch decodes the body, so Content-Length no longer counts its bytes.
-  const sized = length !== null && !response.headers.has('content-encoding') && /^\d+$/.test(length);
-  const body = response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
-  return {
-    stream: watchPace(body, options.limits, (what) => `${displayUrl(final)} ${what}`),
-    bytesTotal: sized ? Number(length) : undefined,
-    name,
-  };
+}
+
+/** Retry-After in seconds (or an HTTP date), at most RETRY_AFTER_MAX_S; else 1 s, 2 s … */
+function retryDelayMs(header: string | null, attempt: number): number {
+  if (header !== null) {
+    const seconds = /^\d+$/.test(header.trim()) ? Number(header) : (Date.parse(header) - Date.now()) / 1000;
+    if (Number.isFinite(seconds)) return Math.min(Math.max(seconds, 0), RETRY_AFTER_MAX_S) * 1000;
+  }
+  return 1000 * attempt;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => { signal?.removeEventListener('abort', stop); resolve(); }, ms);
+    const stop = () => { clearTimeout(timer); reject(signal!.reason); };
+    signal?.addEventListener('abort', stop, { once: true });
+  });
 }
 
 async function openFile(path: string, shown: string, options: { importRoot: string; label?: string }): Promise<Source> {
