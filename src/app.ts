@@ -23,8 +23,9 @@ import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
 import { renderMetrics } from './operations/metrics.ts';
 import { observeRequests } from './http/observe.ts';
 import { eventsOf } from './logging.ts';
-import { importAction, listImportSessions, readImportSession, startImport, type ImportNotifier } from './operations/import.ts';
-import { isParameters, parseImportParameters } from './operations/import-parameters.ts';
+import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
+import { isParameters } from './operations/import-parameters.ts';
+import { importFromParameters } from './operations/import-pull.ts';
 import { abortImport, importStatus } from './operations/import-status.ts';
 import { deleteExportJob, exportDownload, exportStatus, kickOff, type ExportCaller } from './operations/export.ts';
 import type { ExportLevel } from './operations/export-request.ts';
@@ -120,8 +121,7 @@ export function createApp(deps: AppDeps): Hono {
     const request = await body(c);
     if (isParameters(request)) {
       // SPEC §13: the Bulk Data async pattern, on a status URL of its own
-      const { request: parsed, credential } = parseImportParameters(request);
-      const answer = await startImport(ctx(c), deps.imports, parsed, { credential });
+      const answer = await importFromParameters(ctx(c), deps.imports, request);
       const statusUrl = `${baseOf(c)}/$import-status/${answer.session.id}`;
       return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: `Import started; poll ${statusUrl}` }] },
         { 'Content-Location': statusUrl });

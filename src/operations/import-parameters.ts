@@ -15,17 +15,18 @@ import { isFhirType } from '../fhir/types.ts';
 import { parseImportRequest, type ImportRequest } from './import-request.ts';
 import type { SourceCredential } from '../storage/import-credentials.ts';
 
-export interface ParametersImport {
-  request: ImportRequest;
-  credential?: SourceCredential;
-}
+export type ParametersImport =
+  | { kind: 'inputs'; request: ImportRequest; credential?: SourceCredential }
+  /** `exportUrl` + `exportType: static`: the inputs are the files of that manifest (import-pull.ts). */
+  | { kind: 'manifest'; exportUrl: string; authorization?: string; fields: Record<string, string> };
 
-const TOP = new Set(['inputFormat', 'inputSource', 'mode', 'storageDetail', 'input']);
+const TOP = new Set(['inputFormat', 'inputSource', 'mode', 'storageDetail', 'input', 'exportUrl', 'exportType', 'fileRequestHeader']);
 /** HAPI's `https`, Microsoft's and the Bulk Data IG's names for "fetch the url". */
 const STORAGE_TYPES = new Set(['https', 'http', 'url']);
 /** Parts HAPI sends that change nothing here (fhirhose sizes its own batches). */
 const IGNORED_STORAGE_PARTS = new Set(['maxBatchResourceCount']);
-const LATER = new Set(['exportUrl', 'exportType', 'fileRequestHeader', '_since', '_type']);
+/** Kick-off parameters of a dynamic pull: not built yet (SPEC §13 `exportType: dynamic`). */
+const LATER = new Set(['_since', '_until', '_type', '_typeFilter', '_elements', 'patient']);
 
 export function isParameters(body: unknown): boolean {
   return isPlainObject(body) && body.resourceType === 'Parameters';
@@ -38,14 +39,17 @@ export function parseImportParameters(body: unknown): ParametersImport {
   const fields: Record<string, unknown> = {};
   const inputs: { type?: string; url: string }[] = [];
   let userPassword: string | undefined;
+  let authorization: string | undefined;
   for (const [i, parameter] of parameters.entries()) {
     const where = `parameter[${i}]`;
     if (!isPlainObject(parameter) || typeof parameter.name !== 'string') throw bad(`${where} must be an object with a "name"`);
     const name = parameter.name;
-    if (LATER.has(name)) throw bad(`${where} "${name}" (ping and pull from another server) is not supported yet; list the files as "input" parts`);
+    if (LATER.has(name)) throw bad(`${where} "${name}" is a kick-off parameter of exportType dynamic, which is not supported yet; use exportType static with the URL of a finished manifest`);
     if (!TOP.has(name)) throw bad(`${where} "${name}" is not a parameter of $import (known: ${[...TOP].join(', ')})`);
     if (name === 'input') {
       inputs.push(inputOf(parameter, `${where} "input"`));
+    } else if (name === 'fileRequestHeader') {
+      authorization = headerOf(parameter, `${where} "fileRequestHeader"`);
     } else if (name === 'storageDetail') {
       userPassword = storageDetailOf(parameter, `${where} "storageDetail"`) ?? userPassword;
     } else {
@@ -53,14 +57,19 @@ export function parseImportParameters(body: unknown): ParametersImport {
       fields[name] = stringValue(parameter, `${where} "${name}"`);
     }
   }
-  if (inputs.length === 0) throw bad('at least one "input" parameter (parts type and url) is required');
+  if (userPassword !== undefined && authorization !== undefined) throw bad('give either storageDetail.credentialHttpBasic or an Authorization fileRequestHeader, not both');
+  if (userPassword !== undefined) authorization = `Basic ${Buffer.from(userPassword).toString('base64')}`;
+  if (fields.exportUrl !== undefined) return manifestImport(fields, inputs.length, authorization);
+  if (fields.exportType !== undefined) throw bad('"exportType" needs "exportUrl"');
+  if (authorization !== undefined && userPassword === undefined) throw bad('"fileRequestHeader" is for exportUrl; for "input" files use storageDetail.credentialHttpBasic');
+  if (inputs.length === 0) throw bad('at least one "input" parameter (parts type and url), or "exportUrl", is required');
   const request = parseImportRequest({
     ...(fields.inputFormat !== undefined && { inputFormat: fields.inputFormat }),
     ...(fields.inputSource !== undefined && { inputSource: fields.inputSource }),
     ...(fields.mode !== undefined && { mode: fields.mode }),
     inputs,
   });
-  if (userPassword === undefined) return { request };
+  if (authorization === undefined) return { kind: 'inputs', request };
   const origins = [...new Set(request.inputs.flatMap((input) => {
     try {
       const url = new URL(input.url);
@@ -69,7 +78,41 @@ export function parseImportParameters(body: unknown): ParametersImport {
       return [];
     }
   }))];
-  return { request, credential: { origins, authorization: `Basic ${Buffer.from(userPassword).toString('base64')}` } };
+  return { kind: 'inputs', request, credential: { origins, authorization } };
+}
+
+function manifestImport(fields: Record<string, unknown>, inputCount: number, authorization: string | undefined): ParametersImport {
+  if (inputCount > 0) throw bad('give either "input" parts or "exportUrl", not both');
+  const exportUrl = fields.exportUrl as string;
+  let url: URL;
+  try {
+    url = new URL(exportUrl);
+  } catch {
+    throw bad(`"exportUrl" "${exportUrl}" is not a valid URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad(`"exportUrl" "${exportUrl}" must be an http(s):// URL`);
+  const type = fields.exportType ?? 'dynamic';
+  if (type === 'dynamic') {
+    throw bad('"exportType" dynamic (kicking off an export on the other server) is not supported yet; pass exportType static with the URL of a finished manifest (its status URL once it answered 200)');
+  }
+  if (type !== 'static') throw bad(`"exportType" "${String(type)}" must be static or dynamic`);
+  const kept: Record<string, string> = {};
+  for (const key of ['inputFormat', 'inputSource', 'mode']) if (typeof fields[key] === 'string') kept[key] = fields[key] as string;
+  return { kind: 'manifest', exportUrl, authorization, fields: kept };
+}
+
+/** `fileRequestHeader` (headerName, headerValue): only `Authorization` is taken. */
+function headerOf(parameter: Record<string, Json>, where: string): string {
+  const parts = partsOf(parameter, where);
+  for (const name of Object.keys(parts)) {
+    if (name !== 'headerName' && name !== 'headerValue') throw bad(`${where}: part "${name}" is unknown (known: headerName, headerValue)`);
+  }
+  if (parts.headerName === undefined || parts.headerValue === undefined) throw bad(`${where}: parts "headerName" and "headerValue" are required`);
+  const name = stringValue(parts.headerName, `${where} part "headerName"`);
+  if (name.toLowerCase() !== 'authorization') throw bad(`${where}: header "${name}" is not supported (only Authorization)`);
+  const value = valueOf(parts.headerValue);
+  if (typeof value !== 'string' || value === '') throw bad(`${where}: part "headerValue" must be a non-empty string`);
+  return value;
 }
 
 function inputOf(parameter: Record<string, Json>, where: string): { type?: string; url: string } {
