@@ -132,3 +132,23 @@ test('a client that disconnects mid-body writes nothing, and the server keeps se
   expect(await countLike('gone')).toBe(0);
   expect(await countLike('other')).toBe(10);
 });
+
+test('a client that stops sending mid-body is cut after the stall timeout with 504, and nothing is written', async () => {
+  const body = Buffer.from(patients('stalled', 2000));
+  const url = new URL(server.url);
+  const socket = net.connect(Number(url.port), url.hostname);
+  let answer = '';
+  socket.on('data', (chunk) => { answer += chunk.toString(); });
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+  socket.write(
+    `POST /Patient/$load HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: ${basic('root', ROOT_SECRET)}\r\n` +
+    `Content-Type: application/fhir+ndjson\r\nContent-Length: ${body.length}\r\n\r\n`,
+  );
+  socket.write(body.subarray(0, Math.floor(body.length / 2)));
+  // FHIRHOSE_SOURCE_STALL_TIMEOUT is 3 s here; the rest of the body never comes
+  await within(30_000, () => answer.includes('\r\n\r\n'), 'the answer to the stalled upload');
+  socket.destroy();
+  expect(answer).toStartWith('HTTP/1.1 504');
+  expect(answer).toContain('FHIRHOSE_SOURCE_STALL_TIMEOUT');
+  expect(await countLike('stalled')).toBe(0);
+});
