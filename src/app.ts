@@ -16,7 +16,7 @@ import {
 import { search } from './operations/search.ts';
 import { load } from './operations/load.ts';
 import { isUpload, loadUpload } from './operations/upload.ts';
-import { notFound } from './fhir/outcome.ts';
+import { OperationOutcomeError, notFound } from './fhir/outcome.ts';
 import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
@@ -142,12 +142,16 @@ export function createApp(deps: AppDeps): Hono {
   const loadRoute = async (c: Context<Env>) => {
     const type = c.req.param('type');
     const signal = c.req.raw.signal;
-    if (!isUpload(c.req.header('content-type'))) return respond(c, 200, await load(bulk(c), await body(c), { type, signal }));
+    if (!isUpload(c.req.header('content-type'))) {
+      if (c.req.method === 'PUT') throw new OperationOutcomeError('unsupported-media', `PUT ${c.req.path} takes an ndjson body (Content-Type application/fhir+ndjson); a JSON or YAML request is sent with POST`);
+      return respond(c, 200, await load(bulk(c), await body(c), { type, signal }));
+    }
     const upload = { body: c.req.raw.body, query: new URL(c.req.url).searchParams, contentEncoding: c.req.header('content-encoding'), signal };
     return respond(c, 200, await loadUpload(bulk(c), upload, { type }));
   };
-  api.post('/$load', gate, loadRoute);
-  api.post('/:type/$load', gate, loadRoute);
+  // PUT too: `curl -T file` uploads with PUT unless told -X POST (SPEC §13's example)
+  api.on(['POST', 'PUT'], '/$load', gate, loadRoute);
+  api.on(['POST', 'PUT'], '/:type/$load', gate, loadRoute);
   api.post('/$dump-sql', gate, async (c) => {
     const request = dumpSqlRequest(await body(c), new URL(c.req.url).searchParams.get('_format'));
     const { body: stream, headers } = await dumpSql(bulk(c), request);

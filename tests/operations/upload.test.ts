@@ -74,10 +74,13 @@ test('query parameters carry the options: update writes history, a bad value is 
   const unknown = await upload('/$load?sorce=x', first);
   expect(unknown.status).toBe(400);
   expect(unknown.body.issue[0].diagnostics).toContain('unknown query parameter "sorce"');
+});
+
+test('validation=on&checks=struct from the query validates the upload', async () => {
   const validated = await upload('/$load?validation=on&checks=struct', JSON.stringify({ resourceType: 'Patient', id: 'opt2', gender: 42 }));
   expect(validated.body.errorCount).toBe(1);
   expect(await countLike('opt2')).toBe(0);
-});
+}, 120_000); // the first validation compiles the R4 schema: seconds, more on a busy machine
 
 test('wrong or missing credentials are a 401 and load nothing', async () => {
   const wrong = await upload('/Patient/$load', patients('nocred', 3), NDJSON, basic('root', 'not-' + ROOT_SECRET));
@@ -151,4 +154,14 @@ test('a client that stops sending mid-body is cut after the stall timeout with 5
   expect(answer).toStartWith('HTTP/1.1 504');
   expect(answer).toContain('FHIRHOSE_SOURCE_STALL_TIMEOUT');
   expect(await countLike('stalled')).toBe(0);
+});
+
+test('curl -T uploads with PUT: accepted on both $load routes; a JSON body over PUT is a 415', async () => {
+  const res = await server.request('/Patient/$load', { method: 'PUT', body: gzipSync(patients('put', 8)), headers: { ...NDJSON, 'content-encoding': 'gzip' } });
+  expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { total: 8 } });
+  const all = await server.request('/$load', { method: 'PUT', body: patients('putall', 3), headers: NDJSON });
+  expect({ status: all.status, body: await all.json() }).toEqual({ status: 200, body: { Patient: 3 } });
+  const json = await server.request('/$load', { method: 'PUT', json: { source: 'http://example.org/x.ndjson' } });
+  expect(json.status).toBe(415);
+  expect(await countLike('put')).toBe(11);
 });
