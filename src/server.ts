@@ -85,14 +85,17 @@ export async function startServer(config: Config, log: (line: string) => void = 
     },
   };
   // Background work has a pool of its own (SPEC §11): a frozen server's transaction is ended by
-  // PostgreSQL (idle in transaction for a lease; a statement running 4 leases, at least a minute),
-  // so it never holds the row locks other servers need for ever.
+  // PostgreSQL, so it never holds the row locks other servers need for ever: idle in transaction
+  // for a lease, or a statement open for two. Both are needed: a client frozen between a
+  // statement's Execute and its Sync leaves the backend `active`, waiting on the client, where
+  // only statement_timeout reaches it (seen in tests/jobs/runner-freeze.test.ts, holding the
+  // session row that the other servers' runs waited for).
   const jobSql = connect(databaseUrl, {
     max: config.jobConcurrency + 3,
     applicationName: 'fhirhose jobs',
     settings: {
       idle_in_transaction_session_timeout: config.leaseMs,
-      statement_timeout: Math.max(60_000, 4 * config.leaseMs),
+      statement_timeout: 2 * config.leaseMs,
     },
   });
   const jobs = createJobRunner({ sql: jobSql, config, log, kinds: jobKinds({ sql: jobSql, bulkSql: pools.bulk, config, log }) });
