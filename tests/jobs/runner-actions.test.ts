@@ -2,7 +2,8 @@
  * SPEC §11 actions across servers, real processes: a `pause` sent to server A reaches server B,
  * which runs the inputs, at once: B commits no batch after the pause answered and hands its inputs
  * back, even one waiting on a source that sends nothing; `resume` through server C makes them
- * claimable again and the session ends with exactly the sources.
+ * claimable again. Then a server stopped with SIGTERM hands its inputs back at a batch boundary
+ * and the others claim them at once, not after the lease. The session ends with exactly the sources.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { startSourceServer, type SourceServer } from '../helpers/import-sources.ts';
@@ -39,7 +40,7 @@ async function batches(owner?: string): Promise<number> {
   return row!.n as number;
 }
 
-test('pause through server A stops server B at its next batch; resume through server C; the session ends exact', async () => {
+test('pause through server A stops server B at its next batch; resume through server C; SIGTERM hands inputs back at once; the session ends exact', async () => {
   const [a] = cluster.servers;
   expect((await client(a!).request('/$import', { method: 'POST', json: importRequest(sources, 'act') })).status).toBe(201);
   // every input running somewhere, the held one waiting on its source after its first lines
@@ -76,9 +77,30 @@ test('pause through server A stops server B at its next batch; resume through se
   expect(resumed.status).toBe(200);
   expect(((await resumed.json()) as any).status).toBe('active');
   sources.release(`/in${HELD}.ndjson`);
-  const done = await waitFor(client(c), 'act', (s) => s.status !== 'active', 90_000);
+
+  // SIGTERM: the server stops at a batch boundary and hands its inputs back (no owner: claimable
+  // at once, not after the 30 s lease); the others take them when they have room
+  const again = await waitFor(client(c), 'act', (s) => s.inputs.some((i: any) => i.owner && i.status === 'active' && i.checkpoint < LINES - 2000), 60_000);
+  const leaving = again.inputs.find((i: any) => i.owner && i.status === 'active' && i.checkpoint < LINES - 2000).owner as string;
+  const stopping = cluster.servers.find((s) => s.output().includes(`job runner ${leaving}:`))!;
+  const left = (await cluster.sql`select key, epoch::int as epoch from fhirhose_job where owner = ${leaving}`).map((r) => ({ key: r.key as string, epoch: r.epoch as number }));
+  expect(left.length).toBeGreaterThan(0);
+  stopping.proc.kill('SIGTERM');
+  expect(await stopping.proc.exited).toBe(0);
+  expect(stopping.output()).toMatch(/import act: stopping with the server; handed back at checkpoint [1-9]/);
+  const [released] = await cluster.sql`select count(*)::int as n from fhirhose_job where owner = ${leaving}`;
+  expect(released!.n).toBe(0);
+  const stillRunning = cluster.servers.find((s) => s !== stopping && s.proc.exitCode === null)!;
+
+  const done = await waitFor(client(stillRunning), 'act', (s) => s.status !== 'active', 90_000);
   expect(done.status).toBe('done');
   expect(await batches()).toBeGreaterThan(atPause);
+  // what the stopped server handed back was claimed (by the others) and finished
+  for (const { key, epoch } of left) {
+    const [claim] = await cluster.sql`select owner from audit_claim where key = ${key} and epoch > ${epoch} order by n limit 1`;
+    expect(claim?.owner).toBeString();
+    expect(claim!.owner).not.toBe(leaving);
+  }
   await expectFencedBatches(cluster.sql, 'act');
   await expectExactImport(cluster.sql, 'act');
 }, 150_000);

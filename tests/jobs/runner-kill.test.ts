@@ -34,7 +34,11 @@ test('a server killed with SIGKILL mid-batch loses nothing: the others take its 
 
   // wait until some server runs inputs and has committed batches of them
   const running = await waitFor(client(a!), 'kill', (s) => s.inputs.some((i: any) => i.owner && i.checkpoint >= 1000 && i.checkpoint < LINES / 2));
-  const victimOwner = running.inputs.find((i: any) => i.owner && i.checkpoint >= 1000).owner as string;
+  const victimInput = running.inputs.find((i: any) => i.owner && i.checkpoint >= 1000);
+  const victimOwner = victimInput.owner as string;
+  // the status shows who runs the input and until when: renewed every second, a 3 s lease
+  expect(Date.parse(victimInput.leaseUntil)).toBeGreaterThan(Date.now() - 2000);
+  expect(Date.parse(victimInput.leaseUntil)).toBeLessThan(Date.now() + 4000);
   const victim = serverOf(cluster.servers, victimOwner);
   const victimInputs = (await cluster.sql`select key from fhirhose_job where owner = ${victimOwner}`).map((r) => r.key as string);
   victim.proc.kill('SIGKILL');
