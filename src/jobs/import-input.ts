@@ -83,13 +83,13 @@ async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOu
     return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
   }
   try {
-    return await stream(sql, job, table);
+    return await stream(job, table);
   } finally {
     await dropStaging(sql, table).catch(() => {});
   }
 }
 
-async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutcome> {
+async function stream(job: InputJob, table: string): Promise<InputOutcome> {
   const { input, signal } = job;
   let source: Source;
   try {
@@ -105,7 +105,7 @@ async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutc
     skipLines: input.checkpoint,
   });
   const writer = new BatchWriter(job, table, source.bytesTotal);
-  const reporter = reportWhileReading(sql, job, () => rawBytes);
+  const reporter = reportWhileReading(job, () => rawBytes);
   const interrupted = await pump(job, batches, writer, () => rawBytes).finally(() => reporter.stop());
   // Never return with a transaction in flight: the caller drops the staging table next.
   await writer.settle();
@@ -121,7 +121,7 @@ const REPORT_MS = 1000;
  * Records the bytes read every REPORT_MS, whatever the batches do (SPEC §8: a stalled input must
  * look stalled, not slow). One update at a time; a failed one is only a missed report.
  */
-function reportWhileReading(sql: Sql, job: InputJob, bytesRead: () => number): { stop(): Promise<void> } {
+function reportWhileReading(job: InputJob, bytesRead: () => number): { stop(): Promise<void> } {
   let reported = 0;
   let inflight: Promise<void> = Promise.resolve();
   let busy = false;
@@ -129,7 +129,8 @@ function reportWhileReading(sql: Sql, job: InputJob, bytesRead: () => number): {
     const bytes = bytesRead();
     if (busy || bytes === reported || job.signal.aborted) return;
     busy = true;
-    inflight = reportBytes(sql, job.sessionId, job.input.idx, bytes)
+    // fenced like a batch: a server that lost the input reports nothing over its new owner's
+    inflight = job.commit(async (tx) => ({ value: await reportBytes(tx, job.sessionId, job.input.idx, bytes) }))
       .then(() => { reported = bytes; })
       .catch(() => {})
       .finally(() => { busy = false; });
