@@ -83,13 +83,13 @@ async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOu
     return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
   }
   try {
-    return await stream(job, table);
+    return await stream(sql, job, table);
   } finally {
     await dropStaging(sql, table).catch(() => {});
   }
 }
 
-async function stream(job: InputJob, table: string): Promise<InputOutcome> {
+async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutcome> {
   const { input, signal } = job;
   let source: Source;
   try {
