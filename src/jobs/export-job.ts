@@ -77,7 +77,7 @@ export function exportKind(deps: KindDeps): JobKind<{ exportId: string }> {
     },
     async sweep() {
       for (const id of await expireExports(deps.sql)) await removeJobFiles(dir, id);
-      await sweepJobFiles(dir, await exportIds(deps.sql));
+      await sweepJobFiles(dir, () => exportIds(deps.sql));
     },
   };
 }

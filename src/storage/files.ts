@@ -120,15 +120,22 @@ export async function removeJobFiles(root: string, jobId: string): Promise<void>
   await fs.promises.rm(jobDir(root, jobId), { recursive: true, force: true });
 }
 
-/** Removes the folders of jobs that no longer exist (a crash between row and folder removal). */
-export async function sweepJobFiles(root: string, keep: Set<string>): Promise<void> {
+/**
+ * Removes the folders of jobs that no longer exist (a crash between row and folder removal).
+ * The folders are listed BEFORE the jobs are read: a job's row is committed before its first
+ * folder is made, so every folder listed belongs to a job the later read sees, unless that job is
+ * gone. (Read the other way round, an export started between the two reads lost its folder.)
+ */
+export async function sweepJobFiles(root: string, jobIds: () => Promise<Set<string>>): Promise<void> {
   let names: string[];
   try {
-    names = await fs.promises.readdir(root);
+    names = (await fs.promises.readdir(root)).filter((name) => JOB_ID.test(name));
   } catch {
     return;
   }
-  for (const name of names) if (JOB_ID.test(name) && !keep.has(name)) await removeJobFiles(root, name);
+  if (names.length === 0) return;
+  const keep = await jobIds();
+  for (const name of names) if (!keep.has(name)) await removeJobFiles(root, name);
 }
 
 export interface ServeRequest {
