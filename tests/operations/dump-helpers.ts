@@ -35,16 +35,6 @@ export async function running(sql: Sql, like: string): Promise<{ pid: number; st
   return rows as unknown as { pid: number; state: string; wait_event: string | null }[];
 }
 
-/** Polls `check` every 25 ms until it returns true or `ms` pass; returns the elapsed ms or -1. */
-export async function within(ms: number, check: () => Promise<boolean>): Promise<number> {
-  const t0 = performance.now();
-  while (performance.now() - t0 < ms) {
-    if (await check()) return performance.now() - t0;
-    await Bun.sleep(25);
-  }
-  return -1;
-}
-
 export interface RawResponse {
   status: number;
   headers: Record<string, string>;
