@@ -26,7 +26,7 @@ export async function spawnServer(databaseUrl: string, port: number, env: Record
   void drain(proc.stdout as ReadableStream<Uint8Array>);
   void drain(proc.stderr as ReadableStream<Uint8Array>);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}: ${text}`);
     if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) return { url, proc, output: () => text };

@@ -10,6 +10,7 @@ import { connect, type Sql } from '../../src/storage/db.ts';
 import { freePort, freshDatabase } from '../helpers/database.ts';
 import { client, spawnServer, type Child } from '../helpers/child-server.ts';
 import { patients, startImport, startSourceServer, status, waitFor, type SourceServer } from '../helpers/import-sources.ts';
+import { within } from '../helpers/wait.ts';
 
 let sources: SourceServer;
 let admin: Sql;
@@ -61,23 +62,24 @@ async function importedIds(prefix: string): Promise<{ n: number; distinct: numbe
 
 /** Status reads that the kill cut off answer 500; the next ones are served again. */
 async function served(id: string): Promise<Record<string, any>> {
-  for (let i = 0; ; i++) {
-    try {
-      return await status(server as Parameters<typeof status>[0], id);
-    } catch (err) {
-      if (i >= 40) throw err;
-      await Bun.sleep(50);
-    }
-  }
+  let session: Record<string, any> = {};
+  await within(30_000, () => status(server as Parameters<typeof status>[0], id).then((s) => { session = s; return true; }, () => false), `GET /BulkImportStatus/${id} served again`);
+  return session;
+}
+
+/** A trickling source that holds before its last tenth until released: the import cannot end before. */
+function holdingSource(path: string, body: string): void {
+  sources.set(path, body, { trickle: { bytes: 8 * 1024, everyMs: 50 }, holdAfter: Math.floor(body.length * 0.9) });
 }
 
 test('every connection killed mid-import: the server lives, the session ends with exactly the input', async () => {
-  sources.set('/kill.ndjson', patients(3000, 'kill'), { trickle: { bytes: 8 * 1024, everyMs: 50 } });
+  holdingSource('/kill.ndjson', patients(3000, 'kill'));
   expect((await startImport(server as Parameters<typeof startImport>[0], { id: 'kill', inputs: [{ type: 'Patient', url: sources.url('/kill.ndjson') }] })).status).toBe(201);
   const midway = await waitFor(server, 'kill', (s) => s.inputs?.[0]?.imported > 0);
   expect(midway.status).toBe('active');
   expect(midway.inputs[0].imported).toBeLessThan(3000);
   expect(await killConnections()).toBeGreaterThan(0);
+  sources.release('/kill.ndjson');
 
   await served('kill');
   const done = await finish('kill');
@@ -95,16 +97,16 @@ test('every connection killed mid-import: the server lives, the session ends wit
 }, 90_000);
 
 test('rounds that fail on the database are tried again, less and less often, and the session goes on from its checkpoint', async () => {
-  sources.set('/again.ndjson', patients(3000, 'again'), { trickle: { bytes: 8 * 1024, everyMs: 50 } });
+  holdingSource('/again.ndjson', patients(3000, 'again'));
   expect((await startImport(server as Parameters<typeof startImport>[0], { id: 'again', inputs: [{ type: 'Patient', url: sources.url('/again.ndjson') }] })).status).toBe(201);
   await waitFor(server, 'again', (s) => s.inputs?.[0]?.imported > 0);
   // every statement on the inputs' table fails for a while: the batch, recording its failure, the next round
   await sql`alter table bulkimport_input rename to bulkimport_input_away`;
   try {
-    const deadline = Date.now() + 10_000;
-    while (!child.output().includes('import again: trying again in 2 s') && Date.now() < deadline) await Bun.sleep(50);
+    await within(30_000, () => child.output().includes('import again: trying again in 2 s'), 'the second retry, 2 s after the first');
   } finally {
     await sql`alter table bulkimport_input_away rename to bulkimport_input`;
+    sources.release('/again.ndjson');
   }
   expect(child.output()).toContain('import again: trying again in 1 s');
   expect(child.output()).toContain('import again: trying again in 2 s');

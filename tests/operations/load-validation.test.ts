@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { ndjson, serveSources, type SourceServer } from '../helpers/sources.ts';
+import { within } from '../helpers/wait.ts';
 
 let server: TestServer;
 let sources: SourceServer;
@@ -92,12 +93,12 @@ test('checks all: schema and references together, in line order; the Synthea all
 });
 
 async function outcomeWhenDone(location: string): Promise<Record<string, any>> {
-  for (let i = 0; i < 200; i++) {
-    const outcome = await (await server.request(location)).json() as Record<string, any>;
-    if (outcome.issue[0].details.coding[0].code !== 'running') return outcome;
-    await Bun.sleep(50);
-  }
-  throw new Error(`${location} still running`);
+  let outcome: Record<string, any> = {};
+  await within(30_000, async () => {
+    outcome = await (await server.request(location)).json() as Record<string, any>;
+    return outcome.issue[0].details.coding[0].code !== 'running';
+  }, `the background validation of ${location} finished`);
+  return outcome;
 }
 
 test('validation async: everything loads, the findings are stored in an OperationOutcome the answer points to', async () => {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { ndjson, serveSources, type SourceServer } from '../helpers/sources.ts';
+import { within } from '../helpers/wait.ts';
 
 let server: TestServer;
 let sources: SourceServer;
@@ -130,31 +131,48 @@ test('temp_table keeps the named staging table for inspection and the next load 
   expect((await server.sql`select count(*)::int as n from patient`)[0]!.n).toBe(5);
 });
 
-test('two loads at once into the same temp_table: one loads, the other is 409, nothing is mixed', async () => {
+test('two loads at once into the same temp_table: one loads, the other is 409, nothing is mixed', { timeout: 90_000 }, async () => {
+  // the first load's source sends five lines, then holds until the second load is waiting
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => { release = resolve; });
   let chunks = 0;
-  const slow = Bun.serve({
+  const held = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
     fetch: () => new Response(new ReadableStream<Uint8Array>({
       async pull(controller) {
-        await Bun.sleep(30);
-        if (chunks++ === 10) return controller.close();
-        controller.enqueue(new TextEncoder().encode(ndjson([{ resourceType: 'Patient', id: `slow${chunks}` }])));
+        const part = chunks++;
+        if (part === 1) await released;
+        if (part > 1) return controller.close();
+        const ids = [1, 2, 3, 4, 5].map((n) => n + part * 5);
+        controller.enqueue(new TextEncoder().encode(ndjson(ids.map((n) => ({ resourceType: 'Patient', id: `slow${n}` })))));
       },
     })),
   });
   try {
-    const first = load({ source: `http://127.0.0.1:${slow.port}/slow.ndjson`, temp_table: '_shared_stage' });
-    await Bun.sleep(100);
-    const second = await load({ source: sources.put('/quick.ndjson', ndjson(patients(2))), temp_table: '_shared_stage' });
+    const first = load({ source: `http://127.0.0.1:${held.port}/slow.ndjson`, temp_table: '_shared_stage' });
+    await within(30_000, async () => (await activity('copy "_shared_stage"%')).length > 0, "the first load's COPY into _shared_stage");
+    const second = load({ source: sources.put('/quick.ndjson', ndjson(patients(2))), temp_table: '_shared_stage' });
+    // the second waits for the first's uncommitted table (the catalog's unique index)
+    await within(30_000, async () => (await activity('create unlogged table "_shared_stage"%')).some((a) => a.wait_event_type === 'Lock'),
+      'the second load waiting for the first');
+    release();
     expect((await first).body).toEqual({ Patient: 10 });
-    expect(second.status).toBe(409);
-    expect(second.body.message).toContain('_shared_stage');
+    const refused = await second;
+    expect(refused.status).toBe(409);
+    expect(refused.body.message).toContain('_shared_stage');
     expect((await server.sql`select count(*)::int as n from _shared_stage`)[0]!.n).toBe(10);
   } finally {
-    slow.stop(true);
+    release();
+    held.stop(true);
   }
 });
+
+/** Statements of other backends of the test database like `like`, with what they wait for. */
+function activity(like: string): Promise<{ wait_event_type: string | null }[]> {
+  return server.sql<{ wait_event_type: string | null }[]>`select wait_event_type from pg_stat_activity
+    where datname = current_database() and pid <> pg_backend_pid() and query ilike ${like} and state = 'active'`;
+}
 
 test('malformed requests are 400 naming the field', async () => {
   const url = sources.put('/ok.ndjson', ndjson(patients(1)));
