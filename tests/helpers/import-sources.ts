@@ -26,6 +26,8 @@ export interface SourceServer {
   release(path: string): void;
   /** Requests served per path: a resumed input fetches its source again. */
   hits(path: string): number;
+  /** How each streamed body of `path` ended so far: sent to its end, or cancelled by the client. */
+  endings(path: string): ('complete' | 'cancelled')[];
   stop(): Promise<void>;
 }
 
@@ -34,6 +36,8 @@ export function startSourceServer(): SourceServer {
   const hits = new Map<string, number>();
   const waiting = new Map<string, (() => void)[]>();
   const released = new Set<string>();
+  const endings = new Map<string, ('complete' | 'cancelled')[]>();
+  const ended = (path: string, how: 'complete' | 'cancelled') => endings.set(path, [...(endings.get(path) ?? []), how]);
   const server = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
@@ -65,10 +69,14 @@ export function startSourceServer(): SourceServer {
           let end = Math.min(body.length, sent + step);
           if (behaviour.dropAfter !== undefined) end = Math.min(end, behaviour.dropAfter);
           if (behaviour.holdAfter !== undefined && !released.has(path) && sent < behaviour.holdAfter) end = Math.min(end, behaviour.holdAfter);
-          if (end <= sent) return controller.close();
+          if (end <= sent) {
+            ended(path, 'complete');
+            return controller.close();
+          }
           controller.enqueue(body.subarray(sent, end));
           sent = end;
         },
+        cancel() { ended(path, 'cancelled'); },
       }, { highWaterMark: 0 });
       return new Response(stream, { headers: behaviour.unsized ? {} : { 'content-length': String(body.length) } });
     },
@@ -85,6 +93,7 @@ export function startSourceServer(): SourceServer {
       waiting.delete(path);
     },
     hits: (path) => hits.get(path) ?? 0,
+    endings: (path) => endings.get(path) ?? [],
     async stop() {
       for (const path of waiting.keys()) this.release(path);
       await server.stop(true);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test';
 import http from 'node:http';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { count, patients, startImport, startSourceServer, status, waitFor, type SourceServer } from '../helpers/import-sources.ts';
+import { within } from '../helpers/wait.ts';
 
 let server: TestServer;
 let sources: SourceServer;
@@ -26,8 +27,9 @@ async function act(id: string, action: string): Promise<Record<string, any>> {
 }
 
 test('a paused import writes nothing more; resumed, it ends with exactly the input', async () => {
-  // About 2,000 lines at ~6 kB per 20 ms: the import takes a few seconds, long enough to pause.
-  sources.set('/slow.ndjson', patients(2000, 'slow'), { trickle: { bytes: 6000, everyMs: 20 } });
+  // The source holds after half of its 2,000 lines: the import cannot end before the pause.
+  const body = patients(2000, 'slow');
+  sources.set('/slow.ndjson', body, { holdAfter: Math.floor(body.length / 2) });
   await startImport(server, { id: 'pausing', inputs: [{ type: 'Patient', url: sources.url('/slow.ndjson') }] });
   await waitFor(server, 'pausing', (s) => s.inputs[0].checkpoint >= 100);
 
@@ -39,7 +41,9 @@ test('a paused import writes nothing more; resumed, it ends with exactly the inp
   expect(atPause.inputs[0].checkpoint).toBeLessThan(2000);
   expect(rowsAtPause).toBe(atPause.inputs[0].imported);
 
-  await Bun.sleep(1000);
+  // the paused input lets go of its source, which still holds: nothing more can come from it
+  await within(30_000, () => sources.endings('/slow.ndjson').length > 0, 'the paused input letting go of its source');
+  expect(sources.endings('/slow.ndjson')).toEqual(['cancelled']);
   expect(await count(server, 'patient')).toBe(rowsAtPause);
   const later = await status(server, 'pausing');
   expect(later.inputs[0].checkpoint).toBe(atPause.inputs[0].checkpoint);
@@ -47,6 +51,7 @@ test('a paused import writes nothing more; resumed, it ends with exactly the inp
   expect(later.etaSeconds).toBeUndefined();
 
   const hitsBefore = sources.hits('/slow.ndjson');
+  sources.release('/slow.ndjson');
   expect((await act('pausing', 'resume')).status).toBe('active');
   const done = await waitFor(server, 'pausing', (s) => s.status === 'done');
   expect(sources.hits('/slow.ndjson')).toBe(hitsBefore + 1);
@@ -63,12 +68,14 @@ test('a paused import writes nothing more; resumed, it ends with exactly the inp
  * Bun.serve drops Content-Length from a streamed body (it answers chunked), and without a size
  * there is no progress to report: a sized, slow source comes from node:http instead.
  */
-async function sizedSlowSource(body: string, bytesPerTick: number): Promise<{ url: string; close: () => void }> {
+async function sizedSlowSource(body: string, bytesPerTick: number, holdAt: number): Promise<{ url: string; release: () => void; close: () => void }> {
+  let held = true;
   const server = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-length': Buffer.byteLength(body) });
     let sent = 0;
     const tick = setInterval(() => {
       if (res.destroyed) return clearInterval(tick);
+      if (held && sent >= holdAt) return; // nothing more until released
       res.write(body.slice(sent, sent + bytesPerTick));
       sent += bytesPerTick;
       if (sent >= body.length) {
@@ -79,12 +86,12 @@ async function sizedSlowSource(body: string, bytesPerTick: number): Promise<{ ur
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}/progress.ndjson`, close: () => server.closeAllConnections() };
+  return { url: `http://127.0.0.1:${port}/progress.ndjson`, release: () => { held = false; }, close: () => server.closeAllConnections() };
 }
 
 test('progress: bytes, lines, rate, progress and an ETA while running; times and duration at the end', async () => {
   const body = patients(1500, 'prog');
-  const source = await sizedSlowSource(body, 8000);
+  const source = await sizedSlowSource(body, 8000, Math.floor(body.length / 2)); // holds halfway until released
   await startImport(server, { id: 'progress', inputs: [{ type: 'Patient', url: source.url }] });
   const running = await waitFor(server, 'progress', (s) => s.inputs[0].checkpoint >= 300 && s.status === 'active');
   const input = running.inputs[0];
@@ -101,6 +108,7 @@ test('progress: bytes, lines, rate, progress and an ETA while running; times and
   expect(running.etaSeconds).toBeGreaterThanOrEqual(0);
   expect(Date.parse(running.eta)).toBeGreaterThan(Date.now() - 1000);
 
+  source.release();
   const done = await waitFor(server, 'progress', (s) => s.status === 'done');
   source.close();
   expect(done.progress).toBe(1);
@@ -142,12 +150,17 @@ test('bad lines are skipped and reported with their line numbers; the session st
 });
 
 test('several sessions run at the same time, each input in parallel', async () => {
-  for (const name of ['a', 'b', 'c']) sources.set(`/multi-${name}.ndjson`, patients(400, `multi-${name}`), { trickle: { bytes: 16000, everyMs: 10 } });
+  // each source holds after its first 100 lines, so both inputs of multi-1 are seen running at once
+  for (const name of ['a', 'b', 'c']) {
+    const body = patients(400, `multi-${name}`);
+    sources.set(`/multi-${name}.ndjson`, body, { holdAfter: body.indexOf(`multi-${name}-101"`) });
+  }
   await startImport(server, { id: 'multi-1', inputs: [{ type: 'Patient', url: sources.url('/multi-a.ndjson') }, { type: 'Patient', url: sources.url('/multi-b.ndjson') }] });
   await startImport(server, { id: 'multi-2', inputs: [{ type: 'Patient', url: sources.url('/multi-c.ndjson') }] });
   const seen = await waitFor(server, 'multi-1', (s) => s.inputs.every((i: { status: string }) => i.status === 'active'));
   expect(seen.inputs.length).toBe(2);
   expect((await status(server, 'multi-2')).status).toBe('active');
+  for (const name of ['a', 'b', 'c']) sources.release(`/multi-${name}.ndjson`);
   await waitFor(server, 'multi-1', (s) => s.status === 'done');
   await waitFor(server, 'multi-2', (s) => s.status === 'done');
   const [row] = await server.sql`select count(*)::int as n from patient where id like 'multi-%'`;
