@@ -41,9 +41,6 @@ function importBody(id: string, slow: boolean) {
 
 beforeAll(async () => {
   sources = startSourceServer();
-  // ~5,000 lines at ~8 kB per 20 ms: a few seconds, so the kill lands mid-import.
-  sources.set('/Patient-slow.ndjson', PATIENTS, { trickle: { bytes: 8000, everyMs: 20 } });
-  sources.set('/Observation-slow.ndjson', OBSERVATIONS, { trickle: { bytes: 8000, everyMs: 20 } });
   sources.set('/Patient.ndjson', PATIENTS);
   sources.set('/Observation.ndjson', OBSERVATIONS);
   // The clean import: the same data, no interruption, another fresh database.
@@ -74,6 +71,10 @@ async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
   const port = await freePort();
   const sql = connect(databaseUrl, { max: 2 });
   try {
+    // The slow sources trickle, then hold before their last third until the first server is gone,
+    // so the kill lands mid-import however fast or slow the machine is.
+    sources.set('/Patient-slow.ndjson', PATIENTS, { trickle: { bytes: 8000, everyMs: 20 }, holdAfter: Math.floor(PATIENTS.length * 0.6) });
+    sources.set('/Observation-slow.ndjson', OBSERVATIONS, { trickle: { bytes: 8000, everyMs: 20 }, holdAfter: Math.floor(OBSERVATIONS.length * 0.6) });
     const first = await spawnServer(databaseUrl, port);
     const res = await client(first).request('/$import', { method: 'POST', json: importBody('restart', true) });
     expect(res.status).toBe(201);
@@ -85,6 +86,8 @@ async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
       expect(code).toBe(0);
       expect(first.output()).toContain('import restart: stopping with the server');
     }
+    sources.release('/Patient-slow.ndjson');
+    sources.release('/Observation-slow.ndjson');
 
     const [left] = await sql`select resource->>'status' as status from bulkimportstatus where id = 'restart'`;
     expect(left!.status).toBe('active');
