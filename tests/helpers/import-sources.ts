@@ -125,7 +125,7 @@ export async function waitFor(
   server: TestServer,
   id: string,
   test: (session: Record<string, any>) => boolean,
-  timeoutMs = 20_000,
+  timeoutMs = 60_000,
 ): Promise<Record<string, any>> {
   const deadline = Date.now() + timeoutMs;
   let last: Record<string, any> = {};

@@ -4,14 +4,14 @@
  */
 
 /**
- * Polls `check` every 25 ms until it returns true; returns the elapsed ms. Throws, naming `what`,
- * when `ms` pass first.
+ * Polls `check` every 25 ms until it returns true; returns the elapsed ms. Throws, naming `what`
+ * (a function: called then, so it can tell what was seen last), when `ms` pass first.
  */
-export async function within(ms: number, check: () => boolean | Promise<boolean>, what = 'the condition'): Promise<number> {
+export async function within(ms: number, check: () => boolean | Promise<boolean>, what: string | (() => string) = 'the condition'): Promise<number> {
   const t0 = performance.now();
   for (;;) {
     if (await check()) return performance.now() - t0;
-    if (performance.now() - t0 >= ms) throw new Error(`${what} did not happen within ${ms} ms`);
+    if (performance.now() - t0 >= ms) throw new Error(`${typeof what === 'function' ? what() : what} did not happen within ${ms} ms`);
     await Bun.sleep(25);
   }
 }

@@ -43,7 +43,7 @@ async function killConnections(): Promise<number> {
 
 /** Waits for the session to stop being active; force-resumes it once when it stopped in error. */
 async function finish(id: string): Promise<Record<string, any>> {
-  const ended = () => waitFor(server, id, (s) => s.status !== 'active', 30_000)
+  const ended = () => waitFor(server, id, (s) => s.status !== 'active', 60_000)
     .catch((err: Error) => { throw new Error(`${err.message}\nthe server's log:\n${child.output()}`); });
   let session = await ended();
   if (session.status === 'error') {
@@ -94,7 +94,7 @@ test('every connection killed mid-import: the server lives, the session ends wit
   expect((await finish('after')).status).toBe('done');
   expect(await importedIds('after')).toEqual({ n: 250, distinct: 250 });
   expect(child.proc.exitCode).toBeNull();
-}, 90_000);
+}, 180_000);
 
 test('rounds that fail on the database are tried again, less and less often, and the session goes on from its checkpoint', async () => {
   holdingSource('/again.ndjson', patients(3000, 'again'));
@@ -116,4 +116,4 @@ test('rounds that fail on the database are tried again, less and less often, and
   expect(done.inputs[0]).toMatchObject({ status: 'done', imported: 3000, checkpoint: 3000 });
   expect(await importedIds('again')).toEqual({ n: 3000, distinct: 3000 });
   expect(child.proc.exitCode).toBeNull();
-}, 90_000);
+}, 180_000);

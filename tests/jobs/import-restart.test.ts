@@ -100,7 +100,7 @@ async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
     await sql.unsafe(`create unlogged table _fhirhose_import_0123456789abcdef_0 (line int)`);
     const second = await spawnServer(databaseUrl, port);
     try {
-      const done = await waitFor(client(second), 'restart', (s) => s.status !== 'active', 30_000);
+      const done = await waitFor(client(second), 'restart', (s) => s.status !== 'active', 60_000);
       expect(done.status).toBe('done');
       expect(done.imported).toBe(5000);
       expect(second.output()).toContain('import restart: resuming from its checkpoints');
@@ -119,8 +119,8 @@ async function crashAndResume(signal: 'SIGKILL' | 'SIGTERM'): Promise<void> {
 
 test('$import resumes from its checkpoints after the server is killed with SIGKILL, nothing lost or doubled', async () => {
   await crashAndResume('SIGKILL');
-}, 60_000);
+}, 120_000);
 
 test('$import resumes from its checkpoints after a graceful SIGTERM stop, which leaves the session active', async () => {
   await crashAndResume('SIGTERM');
-}, 60_000);
+}, 120_000);
