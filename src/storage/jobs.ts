@@ -34,9 +34,10 @@ export interface Claim {
   epoch: number;
 }
 
-const COLUMNS = (t: string) => `${t}.id::text as id, ${t}.kind, ${t}.key, ${t}.grp, ${t}.state, ${t}.payload, ${t}.owner,
-  ${t}.epoch::float8 as epoch, ${t}.checkpoint::float8 as checkpoint, ${t}.attempts`;
-const LEASE = (param: string) => `now() + (${param}::int * interval '1 millisecond')`;
+/** `ms` from now on the database clock, as a fragment of a tagged statement. */
+const after = (sql: AnySql, ms: number) => sql`now() + (${ms}::int * interval '1 millisecond')`;
+/** The fence of every write: the row of this claim, still owned under its epoch. */
+const claimed = (sql: AnySql, claim: Claim) => sql`id = ${claim.id}::bigint and owner = ${claim.owner} and epoch = ${claim.epoch}::bigint`;
 
 export const JOBS_TABLE_SQL = `
 create table if not exists fhirhose_job (
@@ -80,20 +81,19 @@ export async function claimJob(
   sql: Sql,
   options: { owner: string; leaseMs: number; fullGroups: string[]; kinds: string[] },
 ): Promise<JobRow | undefined> {
-  const [row] = await sql.unsafe(
-    `with next as (
-       select id from fhirhose_job
-       where state = 'ready' and run_at <= now() and (owner is null or lease_until < now())
-         and kind = any($4::text[]) and (grp is null or grp <> all($3::text[]))
-       order by id limit 1
-       for update skip locked
-     )
-     update fhirhose_job j set owner = $1, epoch = j.epoch + 1, lease_until = ${LEASE('$2')}, updated_at = now()
-     from next where j.id = next.id
-     returning ${COLUMNS('j')}`,
-    [options.owner, options.leaseMs, options.fullGroups, options.kinds] as never[],
-  );
-  return row as unknown as JobRow | undefined;
+  const [row] = await sql<JobRow[]>`
+    with next as (
+      select id from fhirhose_job
+      where state = 'ready' and run_at <= now() and (owner is null or lease_until < now())
+        and kind = any(${options.kinds}::text[]) and (grp is null or grp <> all(${options.fullGroups}::text[]))
+      order by id limit 1
+      for update skip locked
+    )
+    update fhirhose_job j set owner = ${options.owner}, epoch = j.epoch + 1, lease_until = ${after(sql, options.leaseMs)}, updated_at = now()
+    from next where j.id = next.id
+    returning j.id::text as id, j.kind, j.key, j.grp, j.state, j.payload, j.owner,
+      j.epoch::float8 as epoch, j.checkpoint::float8 as checkpoint, j.attempts`;
+  return row;
 }
 
 /**
@@ -102,11 +102,9 @@ export async function claimJob(
  * stops before doing the work. Cheap: no row lock.
  */
 export async function enterFence(tx: TransactionSql, claim: Claim): Promise<boolean> {
-  const [row] = await tx.unsafe(
-    `select set_config('fhirhose.owner', $2, true), set_config('fhirhose.epoch', $3::text, true),
-       exists (select 1 from fhirhose_job where id = $1::bigint and owner = $2 and epoch = $3::bigint) as mine`,
-    [claim.id, claim.owner, claim.epoch] as never[],
-  );
+  const [row] = await tx<{ mine: boolean }[]>`
+    select set_config('fhirhose.owner', ${claim.owner}, true), set_config('fhirhose.epoch', ${String(claim.epoch)}, true),
+      exists (select 1 from fhirhose_job where id = ${claim.id}::bigint and owner = ${claim.owner} and epoch = ${claim.epoch}::bigint) as mine`;
   return row?.mine === true;
 }
 
@@ -116,12 +114,10 @@ export async function enterFence(tx: TransactionSql, claim: Claim): Promise<bool
  * caller must roll back. Last in the transaction, so the row lock lasts only until the commit.
  */
 export async function leaveFence(tx: TransactionSql, claim: Claim, options: { leaseMs: number; checkpoint?: number }): Promise<boolean> {
-  const rows = await tx.unsafe(
-    `update fhirhose_job set lease_until = ${LEASE('$4')}, checkpoint = coalesce($5::bigint, checkpoint),
-       attempts = 0, last_error = null, updated_at = now()
-     where id = $1::bigint and owner = $2 and epoch = $3::bigint returning id`,
-    [claim.id, claim.owner, claim.epoch, options.leaseMs, options.checkpoint ?? null] as never[],
-  );
+  const rows = await tx`
+    update fhirhose_job set lease_until = ${after(tx, options.leaseMs)}, checkpoint = coalesce(${options.checkpoint ?? null}::bigint, checkpoint),
+      attempts = 0, last_error = null, updated_at = now()
+    where ${claimed(tx, claim)} returning id`;
   return rows.length > 0;
 }
 
@@ -133,14 +129,12 @@ export async function leaveFence(tx: TransactionSql, claim: Claim, options: { le
  */
 export async function renewLeases(sql: Sql, owner: string, held: { id: string; epoch: number }[], leaseMs: number): Promise<Map<string, JobState>> {
   if (held.length === 0) return new Map();
-  const rows = await sql.unsafe(
-    `update fhirhose_job j set lease_until = ${LEASE('$2')}
-     from unnest($3::bigint[], $4::bigint[]) as h(id, epoch)
-     where j.id = h.id and j.epoch = h.epoch and j.owner = $1
-     returning j.id::text as id, j.state`,
-    [owner, leaseMs, held.map((h) => h.id), held.map((h) => h.epoch)] as never[],
-  );
-  return new Map(rows.map((r) => [r.id as string, r.state as JobState]));
+  const rows = await sql<{ id: string; state: JobState }[]>`
+    update fhirhose_job j set lease_until = ${after(sql, leaseMs)}
+    from unnest(${held.map((h) => h.id)}::bigint[], ${held.map((h) => h.epoch)}::bigint[]) as h(id, epoch)
+    where j.id = h.id and j.epoch = h.epoch and j.owner = ${owner}
+    returning j.id::text as id, j.state`;
+  return new Map(rows.map((r) => [r.id, r.state]));
 }
 
 /**
@@ -148,13 +142,12 @@ export async function renewLeases(sql: Sql, owner: string, held: { id: string; e
  * failed (counted in `attempts`, the message kept for the operator).
  */
 export async function releaseJob(sql: Sql, claim: Claim, options: { delayMs: number; failed?: string }): Promise<void> {
-  await sql.unsafe(
-    `update fhirhose_job set owner = null, lease_until = null, run_at = ${LEASE('$4')},
-       attempts = attempts + case when $5::text is null then 0 else 1 end, last_error = coalesce($5::text, last_error),
-       updated_at = now()
-     where id = $1::bigint and owner = $2 and epoch = $3::bigint`,
-    [claim.id, claim.owner, claim.epoch, options.delayMs, options.failed ?? null] as never[],
-  );
+  const failed = options.failed ?? null;
+  await sql`
+    update fhirhose_job set owner = null, lease_until = null, run_at = ${after(sql, options.delayMs)},
+      attempts = attempts + ${failed === null ? 0 : 1}, last_error = coalesce(${failed}::text, last_error),
+      updated_at = now()
+    where ${claimed(sql, claim)}`;
 }
 
 /**
@@ -169,11 +162,9 @@ export async function cancelJob(tx: TransactionSql, key: string): Promise<void> 
 
 /** The job is finished: `done`, no owner. False if the claim no longer held. */
 export async function finishJob(sql: Sql, claim: Claim): Promise<boolean> {
-  const rows = await sql.unsafe(
-    `update fhirhose_job set state = 'done', owner = null, lease_until = null, attempts = 0, last_error = null, updated_at = now()
-     where id = $1::bigint and owner = $2 and epoch = $3::bigint returning id`,
-    [claim.id, claim.owner, claim.epoch] as never[],
-  );
+  const rows = await sql`
+    update fhirhose_job set state = 'done', owner = null, lease_until = null, attempts = 0, last_error = null, updated_at = now()
+    where ${claimed(sql, claim)} returning id`;
   return rows.length > 0;
 }
 
@@ -189,17 +180,17 @@ export async function setGroupState(
   change: { from: JobState[]; to: JobState; handOver?: boolean; only?: string[] },
 ): Promise<void> {
   const handOver = change.handOver ?? false;
-  await tx.unsafe(
-    `update fhirhose_job set state = $3,
-       owner = case when $4 then null else owner end,
-       epoch = case when $4 then epoch + 1 else epoch end,
-       lease_until = case when $4 then null else lease_until end,
-       run_at = case when $3 = 'ready' then now() else run_at end,
-       attempts = case when $3 = 'ready' then 0 else attempts end,
-       updated_at = now()
-     where grp = $1 and state = any($2::text[]) and ($5::text[] is null or key = any($5::text[]))`,
-    [grp, change.from, change.to, handOver, change.only ?? null] as never[],
-  );
+  const ready = change.to === 'ready';
+  const only = change.only ?? null;
+  await tx`
+    update fhirhose_job set state = ${change.to},
+      owner = case when ${handOver} then null else owner end,
+      epoch = case when ${handOver} then epoch + 1 else epoch end,
+      lease_until = case when ${handOver} then null else lease_until end,
+      run_at = case when ${ready} then now() else run_at end,
+      attempts = case when ${ready} then 0 else attempts end,
+      updated_at = now()
+    where grp = ${grp} and state = any(${change.from}::text[]) and (${only}::text[] is null or key = any(${only}::text[]))`;
 }
 
 export interface Lease {
@@ -211,17 +202,16 @@ export interface Lease {
 
 /** The live leases of a group's jobs, or of every job: who runs what and until when, for status answers. */
 export async function groupLeases(sql: AnySql, grp?: string): Promise<Map<string, Lease>> {
-  const rows = await sql`select key, owner,
+  const rows = await sql<Lease[]>`select key, owner,
       to_char(lease_until at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "leaseUntil"
     from fhirhose_job where (${grp ?? null}::text is null or grp = ${grp ?? null}) and owner is not null and lease_until > now()`;
-  return new Map(rows.map((r) => [r.key as string, r as unknown as Lease]));
+  return new Map(rows.map((r) => [r.key, r]));
 }
 
 /** The jobs of `kind` whose lease holds now: their payloads and epochs (what scratch tables are in use). */
 export async function liveJobs(sql: Sql, kind: string): Promise<{ payload: Record<string, unknown>; epoch: number }[]> {
-  const rows = await sql`select payload, epoch::float8 as epoch from fhirhose_job
+  return await sql<{ payload: Record<string, unknown>; epoch: number }[]>`select payload, epoch::float8 as epoch from fhirhose_job
     where kind = ${kind} and owner is not null and lease_until > now()`;
-  return rows as unknown as { payload: Record<string, unknown>; epoch: number }[];
 }
 
 /**

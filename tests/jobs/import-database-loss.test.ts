@@ -27,7 +27,7 @@ beforeAll(async () => {
   sql = connect(url, { max: 1 });
   child = await spawnServer(url, await freePort(), { FHIRHOSE_IMPORT_BATCH_LINES: '100' });
   server = client(child);
-}, 30_000);
+}, 90_000);
 afterAll(async () => {
   if (child.proc.exitCode !== null) console.error(`the server exited with ${child.proc.exitCode}; its output:\n${child.output()}`);
   child.proc.kill('SIGTERM');
