@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-import { dechunk, rawGet, running, within } from '../operations/dump-helpers.ts';
+import { dechunk, rawGet, running } from '../operations/dump-helpers.ts';
+import { within } from '../helpers/wait.ts';
 import { bulkSlots } from '../../src/http/bulk-gate.ts';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
 

@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import net from 'node:net';
 import { startTestServer, type TestServer, basic, ROOT_SECRET } from '../helpers/server.ts';
-import { dechunk, rawGet, within, type RawResponse } from '../operations/dump-helpers.ts';
+import { dechunk, rawGet, type RawResponse } from '../operations/dump-helpers.ts';
+import { within } from '../helpers/wait.ts';
 
 const ROWS = 10_000;
 let server: TestServer;
