@@ -16,8 +16,10 @@
  *   copy-out.ts, which also reads an unpatched postgres.js's per-row chunks, only slower).
  *
  * package.json pins postgres.js to the version these were read from, and `checkPostgresInternals`
- * runs at start-up: a postgres.js without one of them stops the server with a message naming the
- * installed version, instead of a cancel or a $dump-sql check silently doing nothing.
+ * runs at start-up: a postgres.js without one of them, or without a fix of patches/postgres.mjs
+ * (an install that skipped the postinstall script, a node_modules older than a new fix), stops the
+ * server with a message naming the installed version, instead of a cancel, a $dump-sql check or a
+ * dead connection silently misbehaving.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -106,6 +108,8 @@ export interface InternalsSample {
   copyStream: unknown;
   /** Did `unsafe('select 1; select 2', [], EXTENDED_PROTOCOL)` fail with 42601 (one statement only)? */
   oneStatementOnly: boolean;
+  /** The fixes of patches/postgres.mjs the installed postgres.js lacks, by number. */
+  unpatched: number[];
 }
 
 /** The reach-ins `sample` lacks, each named as a maintainer would look for it; empty when none. */
@@ -118,6 +122,9 @@ export function missingInternals(sample: InternalsSample): string[] {
   if (typeof stream?._readableState?.highWaterMark !== 'number') missing.push("the COPY stream's _readableState.highWaterMark");
   if (typeof stream?._read !== 'function') missing.push("the COPY stream's _read (resumes the socket)");
   if (!sample.oneStatementOnly) missing.push("unsafe(…, [], { simple: false }) (the extended protocol: one statement only)");
+  if (sample.unpatched.length > 0) {
+    missing.push(`fix ${sample.unpatched.join(', ')} of patches/postgres.mjs (npm install or npm ci applies it: its postinstall script)`);
+  }
   return missing;
 }
 
@@ -146,7 +153,22 @@ export async function sampleInternals(sql: Sql): Promise<InternalsSample> {
     () => false,
     (err: { code?: unknown }) => err?.code === '42601',
   );
-  return { unsent: sql`select 1`, sent, result, copyStream, oneStatementOnly };
+  return { unsent: sql`select 1`, sent, result, copyStream, oneStatementOnly, unpatched: unpatchedFixes() };
+}
+
+/**
+ * The fixes patches/postgres.mjs makes (each leaves the mark `// fhirhose patches/postgres.mjs (n)`
+ * in the file it fixes) that the postgres.js Bun loads lacks. None when the script is not shipped.
+ */
+export function unpatchedFixes(): number[] {
+  const script = path.join(import.meta.dir, '..', '..', 'patches', 'postgres.mjs');
+  if (!fs.existsSync(script)) return [];
+  const numbers = (text: string, pattern: RegExp) => new Set([...text.matchAll(pattern)].map((m) => Number(m[1])));
+  const expected = numbers(fs.readFileSync(script, 'utf8'), /\$\{MARK\} \((\d+)\)/g);
+  const dir = path.dirname(fileURLToPath(import.meta.resolve('postgres')));
+  const installed = ['connection.js', 'index.js'].map((f) => fs.readFileSync(path.join(dir, f), 'utf8')).join('\n');
+  const found = numbers(installed, /fhirhose patches\/postgres\.mjs \((\d+)\)/g);
+  return [...expected].filter((n) => !found.has(n)).sort((a, b) => a - b);
 }
 
 /** The version of the postgres.js that is installed (its package.json, beside its entry point). */

@@ -22,6 +22,7 @@ afterAll(async () => { await sql.end(); });
 test('the installed postgres.js is the pinned version and has everything fhirhose reaches for', async () => {
   expect(installedVersion()).toBe(BUILT_FOR);
   expect(missingInternals(real)).toEqual([]);
+  expect(real.unpatched).toEqual([]); // every fix of patches/postgres.mjs is in the installed copy
   await checkPostgresInternals(sql); // what startServer runs first
   const [row] = await sql`select 2 as two`; // the check left the pool usable
   expect(row!.two).toBe(2);
@@ -41,6 +42,7 @@ test('each missing reach-in is named: backend keys, the COPY stream fields, the 
     result: { state: { pid: 1 } },
     copyStream: { _readableState: {} },
     oneStatementOnly: false,
+    unpatched: [2, 3],
   };
   expect(missingInternals(broken)).toEqual([
     'Query.state.{pid,secret} once sent',
@@ -48,6 +50,7 @@ test('each missing reach-in is named: backend keys, the COPY stream fields, the 
     "the COPY stream's _readableState.highWaterMark",
     "the COPY stream's _read (resumes the socket)",
     'unsafe(…, [], { simple: false }) (the extended protocol: one statement only)',
+    'fix 2, 3 of patches/postgres.mjs (npm install or npm ci applies it: its postinstall script)',
   ]);
   expect(() => assertInternals(broken)).toThrow(`postgres.js ${BUILT_FOR} lacks what fhirhose relies on: Query.state`);
 });
