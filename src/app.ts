@@ -68,7 +68,9 @@ export function createApp(deps: AppDeps): Hono {
     const open = c.req.path.replace(/^\/fhir(?=\/)/, '');
     // GET /metadata without credentials, as FHIR clients (the Bulk Data client) fetch it (SPEC §3)
     if (open === '/health' || open === '/fhir/health' || (open === '/metadata' && c.req.method === 'GET')) return next();
-    const clientId = await auth.authenticate(c.req.header('authorization'));
+    // Bun passes its server as the env: the peer address, for the failed-login limiter
+    const address = (c.env as { requestIP?(r: Request): { address: string } | null } | undefined)?.requestIP?.(c.req.raw)?.address;
+    const clientId = await auth.authenticate(c.req.header('authorization'), address);
     c.set('caller', { clientId });
     if (EXPORT_OWNED.test(c.req.path)) return next();
     const url = new URL(c.req.url);

@@ -10,6 +10,7 @@ import type { Sql } from '../storage/db.ts';
 import { clientSecretHash, listPolicies } from '../storage/auth.ts';
 import { hashSecret, verifySecret } from './secrets.ts';
 import { matcho } from './matcho.ts';
+import { loginLimiter } from './login-limiter.ts';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 import { isPlainObject, type Json } from '../fhir/resource.ts';
 
@@ -26,8 +27,11 @@ export interface AccessRequest {
 }
 
 export interface Auth {
-  /** The client id of a valid `Authorization: Basic` header; throws 401 otherwise. */
-  authenticate(header: string | undefined): Promise<string>;
+  /**
+   * The client id of a valid `Authorization: Basic` header; throws 401 otherwise, or 429 after too
+   * many failures for that client id or from that address (login-limiter.ts).
+   */
+  authenticate(header: string | undefined, address?: string): Promise<string>;
   /** Throws 403 unless the client may make this request. */
   authorize(request: AccessRequest): Promise<void>;
   /** Call after a Client or AccessPolicy changed (on this server or another one). */
@@ -43,7 +47,8 @@ function decoyHash(): Promise<string> {
 const unauthorized = (message: string) =>
   new OperationOutcomeError('login', message, { headers: { 'WWW-Authenticate': 'Basic realm="fhirhose"' } });
 
-export function createAuth(sql: Sql): Auth {
+export function createAuth(sql: Sql, options: { loginFailuresPerMinute?: number } = {}): Auth {
+  const limiter = loginLimiter(options.loginFailuresPerMinute ?? 0);
   const verified = new Map<string, { clientId: string; until: number }>();
   let policies: { id: string; resource: Record<string, Json> }[] | undefined;
   let policiesUntil = 0;
@@ -52,7 +57,7 @@ export function createAuth(sql: Sql): Auth {
   let clientGeneration = 0;
   let policyGeneration = 0;
 
-  async function authenticate(header: string | undefined): Promise<string> {
+  async function authenticate(header: string | undefined, address?: string): Promise<string> {
     if (!header) throw unauthorized('Authentication required: send HTTP Basic credentials of a Client');
     const known = verified.get(header);
     if (known && known.until > Date.now()) return known.clientId;
@@ -63,11 +68,15 @@ export function createAuth(sql: Sql): Auth {
     if (colon < 0) throw unauthorized('Malformed Basic credentials');
     const clientId = decoded.slice(0, colon);
     const secret = decoded.slice(colon + 1);
+    limiter.check(clientId, address); // before any hash (SPEC §10)
     const generation = clientGeneration;
     const hash = await clientSecretHash(sql, clientId);
     // an unknown client costs the same argon2 verification as a wrong secret: timing does not reveal which ids exist
     const ok = await verifySecret(secret, hash ?? (await decoyHash()));
-    if (!hash || !ok) throw unauthorized('Invalid client id or secret');
+    if (!hash || !ok) {
+      limiter.failed(clientId, address);
+      throw unauthorized('Invalid client id or secret');
+    }
     if (generation !== clientGeneration) return clientId; // valid when read; not cached across a change
     if (verified.size > 10_000) verified.clear();
     verified.set(header, { clientId, until: Date.now() + CREDENTIAL_TTL_MS });

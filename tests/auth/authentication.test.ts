@@ -6,7 +6,8 @@ import { addClient, type TestClient } from '../helpers/clients.ts';
 let server: TestServer;
 let client: TestClient;
 beforeAll(async () => {
-  server = await startTestServer();
+  // many deliberate 401s from one address: the failed-login limiter has its own tests (login-limiter.test.ts)
+  server = await startTestServer({ FHIRHOSE_LOGIN_FAILURES_PER_MINUTE: '0' });
   client = await addClient(server, 'reader', [{ engine: 'allow' }]);
 });
 afterAll(async () => { await server.stop(); });
