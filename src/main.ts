@@ -1,6 +1,7 @@
 /**
  * `npm start`: read config, start everything, stop in order on SIGINT/SIGTERM/SIGHUP (stop
- * accepting requests, close the pool, stop the PostgreSQL we started), exit 0. Any failure is one
+ * accepting connections, let the requests in flight finish within FHIRHOSE_SHUTDOWN_GRACE_MS, hand
+ * running jobs back at a batch boundary, close the pools, stop the PostgreSQL we started), exit 0. Any failure is one
  * line on stderr and a non-zero exit, never a stack trace.
  */
 import { loadConfig, type Config } from './config.ts';
@@ -31,17 +32,21 @@ async function main(): Promise<void> {
     console.error(reason);
     process.exit(1);
   });
-  let running: RunningServer;
-  try {
-    running = await startServer(config, log);
-  } catch (err) {
-    fail(String((err as Error)?.message ?? err).trim().replace(/\s*\n\s*/g, ' '), 1);
-  }
+  // Signals are handled from the start: a SIGTERM while starting (e.g. right after /health first
+  // answers, before this function went on) waits for the start, then stops in order, instead of
+  // ending the process with 143 and an embedded PostgreSQL left behind.
   let stopping = false;
+  let startup: Promise<RunningServer> | undefined;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log(`${signal} received: stopping`);
+    let running: RunningServer;
+    try {
+      running = await startup!;
+    } catch {
+      return; // the start failed: it exits with its own message
+    }
     try {
       await running.stop();
     } catch (err) {
@@ -51,6 +56,12 @@ async function main(): Promise<void> {
     process.exit(0);
   };
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void shutdown(signal));
+  startup = startServer(config, log);
+  try {
+    await startup;
+  } catch (err) {
+    fail(String((err as Error)?.message ?? err).trim().replace(/\s*\n\s*/g, ' '), 1);
+  }
 }
 
 await main();

@@ -125,8 +125,9 @@ export async function startServer(config: Config, log: (line: string) => void = 
     databaseUrl,
     sql,
     async stop() {
-      await server.stop(true);
-      await jobs.stop();
+      // SPEC §10: stop accepting, let in-flight requests finish; job runs stop at a batch boundary
+      // meanwhile and are handed back, claimable by another server
+      await Promise.all([drain(server, config.shutdownGraceMs, log), jobs.stop()]);
       await authWatch.unlisten().catch(() => {});
       await jobSql.end({ timeout: 5 });
       await closePools(pools, 5);
@@ -134,6 +135,26 @@ export async function startServer(config: Config, log: (line: string) => void = 
       await embedded?.stop();
     },
   };
+}
+
+/**
+ * Closes the listener at once (new connections are refused) and waits for the requests in flight,
+ * streamed bodies included, for at most `graceMs` (FHIRHOSE_SHUTDOWN_GRACE_MS); then cuts the rest.
+ * Bun's `stop(false)` resolves when the last one is done (checked: a streaming response finishes).
+ */
+async function drain(server: ReturnType<typeof Bun.serve>, graceMs: number, log: (line: string) => void): Promise<void> {
+  const pending = server.pendingRequests;
+  if (pending > 0) log(`waiting up to ${graceMs} ms (FHIRHOSE_SHUTDOWN_GRACE_MS) for ${pending} request(s) in flight`);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    server.stop(false).then(() => true),
+    new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), graceMs); }),
+  ]);
+  clearTimeout(timer);
+  if (!drained) {
+    log(`${server.pendingRequests} request(s) still running after ${graceMs} ms (FHIRHOSE_SHUTDOWN_GRACE_MS): cut`);
+    await server.stop(true);
+  }
 }
 
 function portInUse(port: number): Error {

@@ -28,6 +28,8 @@ export async function startTestServer(env: Record<string, string> = {}, options:
     FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
     FHIRHOSE_IMPORT_ROOT: importRoot,
     FHIRHOSE_LOG: 'quiet',
+    // a test that ends with a stalled client should not wait the production grace (20 s) to stop
+    FHIRHOSE_SHUTDOWN_GRACE_MS: '1000',
     ...env,
   });
   const server = await startServer(config, options.log);
