@@ -8,7 +8,7 @@ import path from 'node:path';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import { connect } from './db.ts';
-import { liveOwner, runningPostmaster, stopPostmaster, unreachableAncestor } from './postmaster.ts';
+import { clearStaleLock, liveOwner, runningPostmaster, stopPostmaster, unreachableAncestor } from './postmaster.ts';
 
 export interface EmbeddedDatabase {
   url: string;
@@ -31,6 +31,8 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
   const password = fs.readFileSync(passwordFile, 'utf8').trim();
 
   await stopOrphan(pgDir, options.log);
+  const cleared = await clearStaleLock(pgDir);
+  if (cleared) options.log(cleared);
   if (await portInUse(options.port)) {
     throw new Error(`Port ${options.port} on 127.0.0.1 is already in use, so the embedded PostgreSQL cannot start; free it or set FHIRHOSE_PG_PORT`);
   }

