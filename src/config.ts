@@ -35,7 +35,7 @@ const schema = z.object({
   FHIRHOSE_ROOT_SECRET: z.string().min(1).optional(),
   FHIRHOSE_IMPORT_ROOT: z.string().min(1).default('./import'),
   FHIRHOSE_POOL_SIZE: int(12, 2, 200),
-  FHIRHOSE_BODY_LIMIT: int(64 * 1024 * 1024, 1024),
+  FHIRHOSE_BODY_LIMIT: int(16 * 1024 * 1024, 1024),
   FHIRHOSE_MAX_LINE_BYTES: int(16 * 1024 * 1024, 1024),
   FHIRHOSE_SQL_TIMEOUT_MS: int(60_000, 100),
   FHIRHOSE_IMPORT_BATCH_LINES: int(5_000, 1),
@@ -60,6 +60,7 @@ const schema = z.object({
   FHIRHOSE_SQL_MAX_VALUE_BYTES: int(16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   FHIRHOSE_LOGIN_FAILURES_PER_MINUTE: int(10, 0),
   FHIRHOSE_SHUTDOWN_GRACE_MS: int(20_000, 0),
+  FHIRHOSE_BATCH_MAX_RESOURCES: int(10_000, 1),
   FHIRHOSE_LOG: z.enum(['info', 'json', 'quiet'], { error: 'must be info, json or quiet' }).default('info'),
   FHIRHOSE_BASE_URL: z.url({ protocol: /^https?$/, error: 'must be an absolute http(s) URL' }).optional(),
   FHIRHOSE_EXPORT_DIR: z.string().min(1).optional(),
@@ -114,6 +115,8 @@ export interface Config {
   exportFileResources: number;
   /** Seconds a finished `$export` and its files are kept. */
   exportExpiresS: number;
+  /** Resources one `PUT /` may carry (each costs memory until the transaction ends). */
+  batchMaxResources: number;
 }
 
 export interface SourceLimits {
@@ -181,5 +184,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     exportDir: path.resolve(e.FHIRHOSE_EXPORT_DIR ?? path.join(e.FHIRHOSE_DATA_DIR, 'exports')),
     exportFileResources: e.FHIRHOSE_EXPORT_FILE_RESOURCES,
     exportExpiresS: e.FHIRHOSE_EXPORT_EXPIRES_S,
+    batchMaxResources: e.FHIRHOSE_BATCH_MAX_RESOURCES,
   };
 }

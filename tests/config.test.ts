@@ -7,7 +7,7 @@ describe('config: happy', () => {
   test('defaults match the README table', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({
-      port: 8080, host: '0.0.0.0', pgPort: 5433, poolSize: 12, bodyLimit: 64 * 1024 * 1024,
+      port: 8080, host: '0.0.0.0', pgPort: 5433, poolSize: 12, bodyLimit: 16 * 1024 * 1024,
       maxLineBytes: 16 * 1024 * 1024, sqlTimeoutMs: 60_000, importBatchLines: 5000, importConcurrency: 2, log: 'info',
     });
     expect(c.databaseUrl).toBeUndefined();
@@ -111,7 +111,7 @@ describe('config: server limits (SPEC §10)', () => {
     expect(loadConfig({})).toMatchObject({
       bulkPoolSize: 16, bulkConcurrency: 8, bulkQueue: 32, bulkQueueWaitMs: 10_000,
       slowReaderBytesPerSec: 4096, slowReaderWindowMs: 30_000, sqlMaxValueBytes: 16 * 1024 * 1024,
-      loginFailuresPerMinute: 10, shutdownGraceMs: 20_000,
+      loginFailuresPerMinute: 10, shutdownGraceMs: 20_000, batchMaxResources: 10_000,
     });
   });
 
@@ -121,6 +121,7 @@ describe('config: server limits (SPEC §10)', () => {
     expect(() => loadConfig({ FHIRHOSE_BULK_CONCURRENCY: '0' })).toThrow('FHIRHOSE_BULK_CONCURRENCY="0" must be a whole number from 1 to 200');
     expect(() => loadConfig({ FHIRHOSE_BULK_POOL_SIZE: '1' })).toThrow('FHIRHOSE_BULK_POOL_SIZE="1"');
     expect(() => loadConfig({ FHIRHOSE_SLOW_READER_WINDOW_MS: 'soon' })).toThrow('FHIRHOSE_SLOW_READER_WINDOW_MS="soon"');
+    expect(() => loadConfig({ FHIRHOSE_BATCH_MAX_RESOURCES: '0' })).toThrow('FHIRHOSE_BATCH_MAX_RESOURCES="0"');
     expect(() => loadConfig({ FHIRHOSE_SHUTDOWN_GRACE_MS: '1.5' })).toThrow('FHIRHOSE_SHUTDOWN_GRACE_MS="1.5"');
     expect(() => loadConfig({ FHIRHOSE_LOGIN_FAILURES_PER_MINUTE: '-1' })).toThrow('FHIRHOSE_LOGIN_FAILURES_PER_MINUTE="-1"');
     expect(() => loadConfig({ FHIRHOSE_SQL_MAX_VALUE_BYTES: '10' })).toThrow('FHIRHOSE_SQL_MAX_VALUE_BYTES="10" must be a whole number from 1024 to 1073741824');

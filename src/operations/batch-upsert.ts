@@ -6,11 +6,17 @@ import type { OperationContext } from './context.ts';
 import { prepareForWrite, present } from './server-types.ts';
 import { checkResource, fromRow, toStored, type Json, type Resource } from '../fhir/resource.ts';
 import { isKnownType } from '../fhir/types.ts';
-import { invalid } from '../fhir/outcome.ts';
+import { invalid, OperationOutcomeError } from '../fhir/outcome.ts';
 import { writeResource } from '../storage/resources.ts';
 
 export async function batchUpsert(ctx: OperationContext, body: unknown): Promise<Resource[]> {
   if (!Array.isArray(body)) throw invalid('PUT / expects an array of resources, each with resourceType and id');
+  // SPEC §10: every item is held (parsed, prepared, written, returned) until the transaction ends;
+  // 24 MB of small resources took the server to 530 MB. Bulk data goes through $load.
+  const max = ctx.config.batchMaxResources;
+  if (body.length > max) {
+    throw new OperationOutcomeError('too-large', `PUT / takes at most ${max} resources (FHIRHOSE_BATCH_MAX_RESOURCES), got ${body.length}; load more with POST /$load`);
+  }
   const items: { type: string; id: string; stored: Record<string, Json> }[] = [];
   const seen = new Set<string>();
   for (const [index, item] of body.entries()) {
