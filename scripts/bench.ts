@@ -24,6 +24,7 @@ const PARTS: Record<string, Part> = {
   load: () => import('./bench/load.ts'),
   import: () => import('./bench/import.ts'),
   export: () => import('./bench/bulk-export.ts'),
+  limits: () => import('./bench/stall.ts'),
 };
 
 interface Args { rows: number; rounds: number; only: string[]; data: DataSetName[]; dataDirs: string[] }

@@ -54,8 +54,8 @@ export function createApp(deps: AppDeps): Hono {
   const bulkServer: OperationContext = { ...server, sql: server.pools?.bulk ?? server.sql };
   const { config } = server;
   const gate = bulkGate(bulkSlots({ concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs }), {
-    concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs, log: server.log,
     slowReader: { bytesPerSec: config.slowReaderBytesPerSec, windowMs: config.slowReaderWindowMs },
+    log: server.log,
   });
   // The operations' context of one request: the server's (or the bulk pools'), with the authenticated caller.
   const ctx = (c: Context<Env>): OperationContext => ({ ...server, caller: c.get('caller') });

@@ -13,10 +13,13 @@ import type { MiddlewareHandler } from 'hono';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 import { guardSlowReader } from '../streams/slow-reader.ts';
 
-export interface BulkGateOptions {
+export interface SlotLimits {
   concurrency: number;
   queue: number;
   queueWaitMs: number;
+}
+
+export interface BulkGateOptions {
   slowReader: { bytesPerSec: number; windowMs: number };
   log(line: string): void;
 }
@@ -30,7 +33,7 @@ export interface BulkSlots {
   readonly waiting: number;
 }
 
-export function bulkSlots(options: Pick<BulkGateOptions, 'concurrency' | 'queue' | 'queueWaitMs'>): BulkSlots {
+export function bulkSlots(options: SlotLimits): BulkSlots {
   let running = 0;
   const waiters: (() => void)[] = [];
   const busy = (why: string) => new OperationOutcomeError('busy',
