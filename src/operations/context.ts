@@ -12,7 +12,7 @@ export interface OperationContext {
   /** The pool this operation uses: the API pool, or for bulk routes the bulk one (app.ts). */
   sql: Sql;
   /** Bulk work's own pools (storage/pools.ts, SPEC §10); absent: everything on `sql`. */
-  pools?: { bulk: Sql; sqlReader(url?: string): Sql };
+  pools?: { bulk: Sql; sqlReader(): Sql };
   config: Config;
   /** Called after a write to a type, so caches (auth) can forget. */
   changed(type: string): void;

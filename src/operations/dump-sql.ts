@@ -48,8 +48,9 @@ export interface DumpSqlResponse {
 
 export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): Promise<DumpSqlResponse> {
   const reader = await bulkReader(ctx);
-  // a connection of its own, bounded per row (storage/pools.ts), to the database bulkReader chose
-  const own = ctx.pools?.sqlReader(reader === ctx.sql ? undefined : ctx.config.readUrl);
+  // on the primary, a connection of its own, bounded per row (storage/pools.ts); a read replica's
+  // reads stay on its pool (storage/replica.ts), not bounded per row yet
+  const own = reader === ctx.sql ? ctx.pools?.sqlReader() : undefined;
   let opened: { cursor: SqlCursor; first: RawRow[] };
   try {
     opened = await openReadOnlyCursor(own ?? reader, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });

@@ -13,7 +13,7 @@ export interface Pools {
   api: Sql;
   bulk: Sql;
   /** A single-connection client for one `$dump-sql` cursor, bounded per row; `end()` it after. */
-  sqlReader(url?: string): Sql;
+  sqlReader(): Sql;
 }
 
 export interface PoolSizes {
@@ -27,7 +27,7 @@ export function openPools(url: string, sizes: PoolSizes): Pools {
   return {
     api: connect(url, { max: sizes.apiPoolSize }),
     bulk: connect(url, { max: sizes.bulkPoolSize, applicationName: 'fhirhose bulk' }),
-    sqlReader: (other) => connect(other ?? url, { max: 1, maxMessageBytes: sizes.sqlMaxValueBytes }),
+    sqlReader: () => connect(url, { max: 1, maxMessageBytes: sizes.sqlMaxValueBytes }),
   };
 }
 
