@@ -8,7 +8,7 @@ import { connect, type Sql } from '../src/storage/db.ts';
 import { freePort, freshDatabase } from './helpers/database.ts';
 import { spawnServer, type Child } from './helpers/child-server.ts';
 import { dechunk, rawGet } from './operations/dump-helpers.ts';
-import { within } from './operations/dump-helpers.ts';
+import { within } from './helpers/wait.ts';
 
 const ROWS = 10_000;
 let databaseUrl: string;
