@@ -8,6 +8,7 @@ import { checkResource, fromRow, toStored, type Json, type Resource } from '../f
 import { isKnownType } from '../fhir/types.ts';
 import { invalid, OperationOutcomeError } from '../fhir/outcome.ts';
 import { writeResource } from '../storage/resources.ts';
+import { takeVersion } from '../storage/versions.ts';
 
 export async function batchUpsert(ctx: OperationContext, body: unknown): Promise<Resource[]> {
   if (!Array.isArray(body)) throw invalid('PUT / expects an array of resources, each with resourceType and id');
@@ -33,7 +34,8 @@ export async function batchUpsert(ctx: OperationContext, body: unknown): Promise
   }
   const rows = await ctx.sql.begin(async (tx) => {
     const out = [];
-    for (const item of items) out.push((await writeResource(tx, item.type, item.id, item.stored)).row);
+    const version = await takeVersion(tx); // one txid and lastUpdated for the whole batch: one transaction
+    for (const item of items) out.push((await writeResource(tx, item.type, item.id, item.stored, { version })).row);
     return out;
   });
   for (const type of new Set(items.map((i) => i.type))) ctx.changed(type);

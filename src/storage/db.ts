@@ -11,10 +11,16 @@ export type AnySql = Sql | TransactionSql;
 
 export function connect(
   url: string,
-  options: { max?: number; applicationName?: string; connectTimeoutS?: number; settings?: Record<string, string | number>; maxMessageBytes?: number } = {},
+  options: {
+    max?: number; applicationName?: string; connectTimeoutS?: number; settings?: Record<string, string | number>; maxMessageBytes?: number;
+    /** Sees the text of every statement sent (tests/storage/citus-shapes.test.ts). */
+    onQuery?: (text: string) => void;
+  } = {},
 ): Sql {
+  const onQuery = options.onQuery;
   return postgres(url, {
     max: options.max ?? 10,
+    ...(onQuery ? { debug: (_connection: number, text: string) => onQuery(text) } : {}),
     ...(options.connectTimeoutS === undefined ? {} : { connect_timeout: options.connectTimeoutS }),
     // patches/postgres.mjs fix 3: a larger message from the server ends the connection (storage/pools.ts)
     ...(options.maxMessageBytes ? { max_message_bytes: options.maxMessageBytes } as object : {}),

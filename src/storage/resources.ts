@@ -1,15 +1,16 @@
 /**
  * Resource SQL for the REST basics (SPEC §2, §4): read, versioned write, delete, history, search.
- * Every write takes its txid from `transaction_id_seq` and moves the previous version to
- * `<type>_history` in the same transaction.
+ * Every write takes its txid from `transaction_id_seq` (storage/versions.ts, before the write) and
+ * moves the previous version to `<type>_history` in the same transaction.
  */
 import type { AnySql, Sql } from './db.ts';
 import { ident } from './db.ts';
 import { tableOf, historyTableOf } from '../fhir/types.ts';
 import type { Json, ResourceRow } from '../fhir/resource.ts';
+import { instantText, liftSequence, takeVersion, txidAbove, type Version } from './versions.ts';
 
 /** meta.lastUpdated as FHIR instant, microseconds, UTC; $dump produces the same text. */
-export const LAST_UPDATED = `to_char(ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+export const LAST_UPDATED = instantText('ts');
 const COLUMNS = `id, txid, ${LAST_UPDATED} as last_updated, resource_type, status, resource`;
 
 /** The columns every read returns, as a fragment of a tagged statement. */
@@ -27,69 +28,80 @@ export async function readVersion(sql: AnySql, type: string, id: string, txid: s
   return row;
 }
 
-/**
- * The next txid for a row whose previous version is `floor`. Versions of one id only grow: rows
- * inserted by hand carry their own txids (SPEC §2 demo: txid = id up to 100,000) while the sequence
- * may be far below, so when it is not above `floor` it is lifted there first. Without this, a few
- * updates of such a row reuse one of its txids and `(id, txid)` of the history table collides.
- */
-function nextTxid(sql: AnySql, floor: ReturnType<AnySql['unsafe']>) {
-  return sql`(select case when n > ${floor} then n else setval('transaction_id_seq', ${floor} + 1) end from nextval('transaction_id_seq') as s(n))`;
-}
-
 export interface WriteResult {
   row: ResourceRow;
   /** true when the write created the resource (status created/recreated), false for an update. */
   created: boolean;
 }
 
+/** What a write returns: plain columns only (no `to_char` in RETURNING, SPEC §11); `ts` is the version's. */
+const written = (sql: AnySql) => sql.unsafe('id, txid::text as txid, resource_type, status, resource');
+const withVersion = (row: unknown, version: Version) => ({ ...(row as object), last_updated: version.ts }) as unknown as ResourceRow;
+
 /**
  * Create or replace `type/id` inside the caller's transaction: the current version is locked and
  * copied to history, then updated in place (`cts` stays the creation time). Safe against
  * concurrent writers of the same id: the loser waits for the row lock, or retries when both
- * tried to create it.
+ * tried to create it. `version` lets a batch of writes share one (PUT /: one per transaction).
  */
-export async function writeResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>): Promise<WriteResult> {
+export async function writeResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>, options: { version?: Version } = {}): Promise<WriteResult> {
   const table = tx(tableOf(type));
+  const version = options.version ?? (await takeVersion(tx));
   for (;;) {
-    const [old] = await tx<{ txid: string }[]>`
-      with old as (select * from ${table} where id = ${id} for update)
-      insert into ${tx(historyTableOf(type))} select * from old returning txid`;
+    const [old] = await moveToHistory(tx, type, id);
     if (old) {
-      const [row] = await tx<ResourceRow[]>`
-        update ${table} set txid = ${nextTxid(tx, tx`${old.txid}::bigint`)}, ts = now(), status = 'updated', resource = ${stored as never}
-        where id = ${id} returning ${columns(tx)}`;
-      return { row: row!, created: false };
+      const txid = await txidAbove(tx, version.txid, old.txid);
+      const [row] = await tx`
+        update ${table} set txid = ${txid}::bigint, ts = ${version.ts}::text::timestamptz, status = 'updated', resource = ${stored as never}
+        where id = ${id} returning ${written(tx)}`;
+      return { row: withVersion(row, version), created: false };
     }
-    const row = await insertResource(tx, type, id, stored);
+    const row = await insertResource(tx, type, id, stored, { version });
     if (row) return { row, created: true };
     // another transaction created it meanwhile: go round again, now it exists and we can lock it
   }
 }
 
-/**
- * Insert `type/id` unless it exists (then `undefined`): status `recreated` after a delete,
- * `created` otherwise.
- */
-export async function insertResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>): Promise<ResourceRow | undefined> {
-  const [row] = await tx<ResourceRow[]>`
-    with h as (select max(txid) as top, bool_or(status = 'deleted') as deleted from ${tx(historyTableOf(type))} where id = ${id})
-    insert into ${tx(tableOf(type))} (id, txid, resource_type, status, resource)
-    select ${id}, ${nextTxid(tx, tx`coalesce(h.top, 0)`)}, ${type},
-           (case when h.deleted then 'recreated' else 'created' end)::resource_status, ${stored as never} from h
-    on conflict (id) do nothing returning ${columns(tx)}`;
-  return row;
+/** Locks the current version of `id` and copies it to history; its txid (no row: none). */
+function moveToHistory(tx: AnySql, type: string, id: string) {
+  return tx<{ txid: string }[]>`
+    with old as (select * from ${tx(tableOf(type))} where id = ${id} for update)
+    insert into ${tx(historyTableOf(type))} select * from old returning txid::text as txid`;
 }
 
-/** Delete keeps the last version in history and records a `deleted` marker version after it. */
+/**
+ * Insert `type/id` unless it exists (then `undefined`): status `recreated` after a delete,
+ * `created` otherwise. Its txid is above every version of the id in history.
+ */
+export async function insertResource(tx: AnySql, type: string, id: string, stored: Record<string, Json>, options: { version?: Version } = {}): Promise<ResourceRow | undefined> {
+  const version = options.version ?? (await takeVersion(tx));
+  const ts = tx`${version.ts}::text::timestamptz`;
+  const [row] = await tx<{ txid: string }[]>`
+    with h as (select max(txid) as top, bool_or(status = 'deleted') as deleted from ${tx(historyTableOf(type))} where id = ${id})
+    insert into ${tx(tableOf(type))} (id, txid, cts, ts, resource_type, status, resource)
+    select ${id}, greatest(${version.txid}::bigint, coalesce(h.top, 0) + 1), ${ts}, ${ts}, ${type},
+           (case when h.deleted then 'recreated' else 'created' end)::resource_status, ${stored as never} from h
+    on conflict (id) do nothing returning ${written(tx)}`;
+  if (!row) return undefined;
+  if (BigInt(row.txid) > BigInt(version.txid)) await liftSequence(tx, BigInt(row.txid));
+  return withVersion(row, version);
+}
+
+/**
+ * Delete keeps the last version in history and records a `deleted` marker version after it.
+ * Three statements, not one statement of modifying CTEs over the table and its history (SPEC §11).
+ */
 export async function deleteResource(tx: AnySql, type: string, id: string): Promise<boolean> {
-  const history = tx(historyTableOf(type));
-  const rows = await tx`
-    with old as (delete from ${tx(tableOf(type))} where id = ${id} returning *),
-         kept as (insert into ${history} select * from old returning id)
-    insert into ${history} (id, txid, cts, resource_type, status, resource)
-    select id, ${nextTxid(tx, tx`old.txid`)}, cts, resource_type, 'deleted', resource from old returning id`;
-  return rows.length > 0;
+  const table = tx(tableOf(type));
+  const version = await takeVersion(tx);
+  const [old] = await moveToHistory(tx, type, id);
+  if (!old) return false;
+  const txid = await txidAbove(tx, version.txid, old.txid);
+  await tx`
+    insert into ${tx(historyTableOf(type))} (id, txid, cts, ts, resource_type, status, resource)
+    select id, ${txid}::bigint, cts, ${version.ts}::text::timestamptz, resource_type, 'deleted', resource from ${table} where id = ${id}`;
+  await tx`delete from ${table} where id = ${id}`;
+  return true;
 }
 
 export async function historyOf(sql: Sql, type: string, id: string): Promise<ResourceRow[]> {

@@ -6,11 +6,16 @@
 import type { AnySql } from './db.ts';
 import { ident, pgCode } from './db.ts';
 import { historyTableOf, tableOf } from '../fhir/types.ts';
+import type { Version } from './versions.ts';
 
 // Versions of one id only grow (as in storage/resources.ts): rows inserted by hand may carry txids
-// above the sequence, so an overwritten row's next txid is at least its previous one + 1.
-const UPSERT_TAIL = `on conflict (id) do update set txid = greatest(excluded.txid, t.txid + 1), ts = now(),
+// above the sequence, so an overwritten row's next txid is at least its previous one + 1. The txid
+// and ts come in as parameters $2, $3 (storage/versions.ts), and DO UPDATE SET uses only excluded.*
+// and columns: nothing a Citus-distributed table refuses (SPEC §11).
+const UPSERT_TAIL = `on conflict (id) do update set txid = greatest(excluded.txid, t.txid + 1), ts = excluded.ts,
   resource_type = excluded.resource_type, status = 'updated', resource = excluded.resource`;
+const INSERT_HEAD = (type: string) => `insert into ${ident(tableOf(type))} as t (id, txid, cts, ts, resource_type, status, resource)`;
+const SELECT_VERSIONED = `select id, $2::bigint, $3::text::timestamptz, $3::text::timestamptz, $1, 'created'::resource_status, resource`;
 
 // A version already in history (same id and txid) is already archived: nothing to add.
 function historySql(table: string, type: string, ids: string): string {
@@ -24,14 +29,13 @@ function historySql(table: string, type: string, ids: string): string {
  * cannot affect row a second time", SQLSTATE 21000); then the same is redone with
  * DISTINCT ON (id) … ORDER BY id, line DESC, so the last line wins.
  */
-export async function mergeSetBased(tx: AnySql, table: string, type: string, update: boolean): Promise<number> {
+export async function mergeSetBased(tx: AnySql, table: string, type: string, options: { update: boolean; version: Version }): Promise<number> {
   const source = `${ident(table)} where type = $1 and error is null`;
   const run = async (sql: AnySql, rows: string) => {
-    if (update) await sql.unsafe(historySql(table, type, `select id from ${source}`), [type]);
+    if (options.update) await sql.unsafe(historySql(table, type, `select id from ${source}`), [type]);
     const result = await sql.unsafe(
-      `insert into ${ident(tableOf(type))} as t (id, txid, resource_type, status, resource)
-       select id, nextval('transaction_id_seq'), $1, 'created', resource from ${rows} ${UPSERT_TAIL}`,
-      [type],
+      `${INSERT_HEAD(type)} ${SELECT_VERSIONED} from ${rows} ${UPSERT_TAIL}`,
+      [type, options.version.txid, options.version.ts],
     );
     return result.count;
   };
@@ -46,22 +50,25 @@ export async function mergeSetBased(tx: AnySql, table: string, type: string, upd
   return run(tx, `(select distinct on (id) id, resource from ${source} order by id, line desc) as last_lines`);
 }
 
-/** `method: insert`: keyset batches over an index of the staging table, last line per id. */
-export async function mergeBatched(tx: AnySql, table: string, type: string, options: { update: boolean; batchRows: number }): Promise<number> {
+/**
+ * `method: insert`: keyset batches over an index of the staging table, last line per id. With
+ * `update`, a batch's current versions go to history in a statement of their own before the
+ * upsert: one statement of modifying CTEs over a table and its history is what Citus refuses.
+ */
+export async function mergeBatched(tx: AnySql, table: string, type: string, options: { update: boolean; batchRows: number; version: Version }): Promise<number> {
   await tx.unsafe(`create index if not exists ${ident(`${table}_type_id_line`)} on ${ident(table)} (type, id, line desc)`);
-  const history = options.update ? `, moved as (${historySql(table, type, 'select id from batch')})` : '';
-  const statement = `with batch as (
-      select distinct on (id) id, resource from ${ident(table)}
-      where type = $1 and error is null and id > $2 order by id, line desc limit ${options.batchRows}
-    )${history}, written as (
-      insert into ${ident(tableOf(type))} as t (id, txid, resource_type, status, resource)
-      select id, nextval('transaction_id_seq'), $1, 'created', resource from batch ${UPSERT_TAIL} returning 1
+  const batch = (after: string) => `select distinct on (id) id, resource from ${ident(table)}
+      where type = $1 and error is null and id > ${after} order by id, line desc limit ${options.batchRows}`;
+  const history = historySql(table, type, `select id from (${batch('$2')}) as batch`);
+  const statement = `with batch as (${batch('$4')}), written as (
+      ${INSERT_HEAD(type)} ${SELECT_VERSIONED} from batch ${UPSERT_TAIL} returning 1
     )
     select (select max(id) from batch) as last, (select count(*) from written)::int as n`;
   let total = 0;
   let after = '';
   for (;;) {
-    const [row] = await tx.unsafe(statement, [type, after]);
+    if (options.update) await tx.unsafe(history, [type, after]);
+    const [row] = await tx.unsafe(statement, [type, options.version.txid, options.version.ts, after]);
     if (!row || row.last === null) return total;
     total += row.n as number;
     after = row.last as string;

@@ -11,6 +11,7 @@ import type { Writable } from 'node:stream';
 import type { AnySql } from './db.ts';
 import { ident, pgCode } from './db.ts';
 import { mergeBatched, mergeSetBased } from './staging-merge.ts';
+import { takeVersion, type Version } from './versions.ts';
 import { isKnownType } from '../fhir/types.ts';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 
@@ -166,19 +167,22 @@ export interface MergeResult {
 
 /**
  * Upserts the staging rows without `error` into the resource tables, inside the caller's
- * transaction. Each resource gets its own txid from `transaction_id_seq`; new rows are `created`,
- * overwritten ones `updated` (cts kept, ts = now()).
+ * transaction. One version (storage/versions.ts) for the whole merge: every resource it writes gets
+ * the same txid from `transaction_id_seq` (above the id's previous one) and ts = the transaction's
+ * now(); new rows are `created`, overwritten ones `updated` (cts kept).
  */
 export async function mergeStaging(tx: AnySql, table: string, options: MergeOptions): Promise<MergeResult> {
   const staged = options.staged ?? (await stagedPerType(tx, table));
   const counts: Record<string, number> = {};
   let duplicates = 0;
+  let version: Version | undefined;
   for (const [type, rows] of Object.entries(staged)) {
     if (rows === 0) continue;
     if (!isKnownType(type)) throw new Error(`staging table ${table} holds an unknown type ${JSON.stringify(type)}`);
+    version ??= await takeVersion(tx);
     const merged = options.method === 'copy'
-      ? await mergeSetBased(tx, table, type, options.update)
-      : await mergeBatched(tx, table, type, { update: options.update, batchRows: options.batchRows ?? 5000 });
+      ? await mergeSetBased(tx, table, type, { update: options.update, version })
+      : await mergeBatched(tx, table, type, { update: options.update, batchRows: options.batchRows ?? 5000, version });
     counts[type] = merged;
     duplicates += rows - merged;
   }
