@@ -10,7 +10,7 @@ import { hashSecret, verifySecret } from './secrets.ts';
 import { ROOT_CLIENT } from './auth.ts';
 
 export async function ensureRootClient(sql: Sql, secret: string | undefined, log: (line: string) => void): Promise<void> {
-  const existing = await clientSecretHash(sql, ROOT_CLIENT);
+  const { hash: existing } = await clientSecretHash(sql, ROOT_CLIENT);
   if (secret === undefined && existing) return;
   if (secret !== undefined && existing && (await verifySecret(secret, existing))) return;
   const chosen = secret ?? crypto.randomBytes(24).toString('base64url');

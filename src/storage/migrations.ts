@@ -170,6 +170,19 @@ create table if not exists bulkimport_credential (
   authorization_header text not null
 );`,
   },
+  {
+    // The notification names the writing transaction (`Client:<xid>`), so a server keeps what it
+    // cached from a snapshot that already saw that transaction (auth/auth.ts) instead of dropping
+    // everything on the echo of a change it has taken into account already.
+    version: 8,
+    name: 'auth change notifications name the transaction',
+    sql: () => `
+create or replace function fhirhose_auth_changed() returns trigger language plpgsql as $$
+begin
+  perform pg_notify('${AUTH_CHANNEL}', tg_argv[0] || ':' || pg_current_xact_id()::text);
+  return null;
+end $$;`,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {
