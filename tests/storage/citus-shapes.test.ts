@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { freshDatabase } from '../helpers/database.ts';
 import { deleteResource, insertResource, writeResource } from '../../src/storage/resources.ts';
-import { copyIntoStaging, createStaging, mergeStaging } from '../../src/storage/staging.ts';
+import { copyIntoStaging, createStaging, dropStaging, mergeStaging } from '../../src/storage/staging.ts';
 import { takeVersion } from '../../src/storage/versions.ts';
 import { ALL_TYPES, historyTableOf, tableOf } from '../../src/fhir/types.ts';
 
@@ -85,12 +85,13 @@ describe('resource-table writes in Citus-compatible shapes', () => {
       const log: string[] = [];
       for (const [round, family] of [[0, 'first'], [1, 'second']] as const) {
         log.push(...(await recorded(() => sql.begin(async (tx) => {
-          const table = await createStaging(tx, { temporary: true });
+          const table = await createStaging(tx);
           await copyIntoStaging(tx, table, ids.map((id, i) => ({ line: i + 1, type: 'Observation', id, json: JSON.stringify({ status: family }) })));
           // a duplicate id: the last line wins (the copy method retries with DISTINCT ON)
           await copyIntoStaging(tx, table, [{ line: 99, type: 'Observation', id: ids[0]!, json: JSON.stringify({ status: `${family}-last` }) }]);
           const merged = await mergeStaging(tx, table, { update: round === 1, method, batchRows: 7 });
           expect(merged.counts).toEqual({ Observation: ids.length });
+          await dropStaging(tx, table);
         }))).log);
       }
       expect(citusProblems(log)).toEqual([]);
