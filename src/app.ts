@@ -22,6 +22,7 @@ import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
 import { renderMetrics } from './operations/metrics.ts';
 import { observeRequests } from './http/observe.ts';
+import { consoleRoutes } from './http/console/routes.tsx';
 import { eventsOf } from './logging.ts';
 import { importAction, listImportSessions, readImportSession, type ImportNotifier } from './operations/import.ts';
 import { isParameters } from './operations/import-parameters.ts';
@@ -117,6 +118,7 @@ export function createApp(deps: AppDeps): Hono {
 
   // ---- route table ----------------------------------------------------------------------------
   api.get('/metrics', async (c) => c.text(await renderMetrics(ctx(c)), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' }));
+  consoleRoutes(api, ctx);
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
   api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx(c), await body(c))));
   api.post('/$import', async (c) => {

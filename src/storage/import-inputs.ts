@@ -4,6 +4,7 @@
  */
 import type { AnySql, Sql, TransactionSql } from './db.ts';
 import { ident } from './db.ts';
+import { publish } from './notify.ts';
 
 export type Gate = 'ok' | 'stopped' | 'lost';
 
@@ -47,6 +48,8 @@ export interface BatchProgress {
 }
 
 export async function recordBatch(tx: TransactionSql, id: string, idx: number, p: BatchProgress): Promise<void> {
+  // delivered at commit: the console's live view (SPEC §14) re-reads this session, nothing polls
+  await publish(tx, 'fhirhose_progress', id);
   await tx`update bulkimport_input set
       checkpoint = ${p.checkpoint}, lines_read = ${p.checkpoint}, bytes_read = greatest(bytes_read, ${p.bytesRead}),
       bytes_total = coalesce(bytes_total, ${p.bytesTotal ?? null}::bigint),
