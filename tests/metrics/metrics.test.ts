@@ -82,7 +82,14 @@ test('a $import of 13 Synthea files moves imported per type by exactly each file
   }
   expect(sumOf(after, 'fhirhose_source_bytes_read_total', { operation: '$import' }) - sumOf(before, 'fhirhose_source_bytes_read_total', { operation: '$import' }))
     .toBe(files.reduce((a, f) => a + f.bytes, 0));
-  expect(sumOf(after, 'fhirhose_jobs', { kind: 'import-input', state: 'done' })).toBe(files.length);
+  // the session is done once every input is; each input's job row turns done a moment after
+  const deadline = Date.now() + 20_000;
+  let jobs = await scrape();
+  while (sumOf(jobs, 'fhirhose_jobs', { kind: 'import-input', state: 'done' }) < files.length && Date.now() < deadline) {
+    await Bun.sleep(50);
+    jobs = await scrape();
+  }
+  expect(sumOf(jobs, 'fhirhose_jobs', { kind: 'import-input', state: 'done' })).toBe(files.length);
   expect(sumOf(after, 'fhirhose_pool_max_connections', { pool: 'api' })).toBe(12); // FHIRHOSE_POOL_SIZE's default
   expect(after.samples.some((s) => s.name === 'fhirhose_pool_connections' && s.labels.pool === 'api')).toBe(true);
 }, 90_000);
@@ -119,5 +126,12 @@ test('an $export and a $dump move exported and dumped by exactly the resources t
   }
   expect(dumped).toBe(patients);
   expect(sumOf(after, 'fhirhose_resources_dumped_total', { type: 'Patient' }) - sumOf(before, 'fhirhose_resources_dumped_total', { type: 'Patient' })).toBe(patients);
-  expect(sumOf(after, 'fhirhose_jobs', { kind: 'export', state: 'done' })).toBe(1);
+  // the manifest is ready when the export commits its end; its job row turns done a moment after
+  const deadline = Date.now() + 20_000;
+  let jobs = after;
+  while (sumOf(jobs, 'fhirhose_jobs', { kind: 'export', state: 'done' }) < 1 && Date.now() < deadline) {
+    await Bun.sleep(50);
+    jobs = await scrape();
+  }
+  expect(sumOf(jobs, 'fhirhose_jobs', { kind: 'export', state: 'done' })).toBe(1);
 }, 90_000);
