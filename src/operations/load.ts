@@ -16,6 +16,7 @@ import { parseLoadRequest, type LoadRequest } from './load-request.ts';
 import { runningOutcome, validateLater } from './load-validation.ts';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
 import { SERVER_TYPES } from '../fhir/types.ts';
+import { abortable } from '../streams/abortable.ts';
 import { countBytes } from '../streams/count.ts';
 import { badLines, bytesRead, countImported } from '../metrics/fhirhose.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
@@ -64,7 +65,8 @@ export async function loadSource(
     maxLineBytes: ctx.config.maxLineBytes,
   };
   const limits = ctx.config.sources;
-  const counted = { ...source, stream: countBytes(source.stream, (n) => bytesRead.inc({ operation: '$load' }, n)) };
+  // the client's disconnect errors the source itself: a COPY waiting for data ignores a cancel (abortable.ts)
+  const counted = { ...source, stream: countBytes(abortable(source.stream, options.signal), (n) => bytesRead.inc({ operation: '$load' }, n)) };
   const lines = new LineReader(counted, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, expansion: limits, signal: options.signal });
   const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
   const result = await ctx.sql
