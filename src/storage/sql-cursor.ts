@@ -17,7 +17,7 @@
  * Values come back as PostgreSQL's text output (postgres.js `raw()`), so formats can write
  * exactly what the database holds.
  */
-import type { Sql } from './db.ts';
+import { connectionLost, type Sql } from './db.ts';
 import { backendKey, cancelBackend, EXTENDED_PROTOCOL, type BackendKey } from './postgres-internals.ts';
 
 export interface CursorColumn {
@@ -51,6 +51,11 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
   let batch = 10;
   let largest = 1;
   let exhausted = false;
+  // The connection died under a FETCH (a standby restarted, the database went away): nothing more
+  // is sent on it. A ROLLBACK there would wait for postgres.js to reconnect to a server that may
+  // still be starting, and the client's body would hang instead of failing
+  // (tests/operations/bulk-reader.test.ts, standby restarted mid-$dump-sql).
+  let lost = false;
 
   async function close(): Promise<void> {
     if (closed) return;
@@ -58,6 +63,7 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
     // Only a running FETCH is cancelled (the reserved connection guarantees it is ours).
     if (inFlight && key) await cancelBackend(sql, key).catch(() => {});
     await inFlight?.catch(() => {});
+    if (lost) return; // postgres.js has it in its closed list already (see copy-out.ts)
     try {
       await conn.unsafe('rollback').catch(() => conn.unsafe('rollback')); // a late cancel may hit the first
       await conn.unsafe('select pg_advisory_unlock_all()');
@@ -70,7 +76,12 @@ export async function openReadOnlyCursor(sql: Sql, query: string, options: { tim
   async function fetch(): Promise<{ rows: RawRow[]; columns: CursorColumn[] }> {
     const step = conn.unsafe(`fetch forward ${batch} from ${CURSOR}`, [], EXTENDED_PROTOCOL).raw();
     inFlight = step;
-    const result = await step.finally(() => { inFlight = undefined; });
+    const result = await step
+      .catch((err: unknown) => {
+        if (connectionLost(err)) lost = true;
+        throw err;
+      })
+      .finally(() => { inFlight = undefined; });
     const rows = result as unknown as RawRow[];
     if (rows.length < batch) exhausted = true;
     for (const row of rows) {
