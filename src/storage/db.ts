@@ -15,6 +15,8 @@ export function connect(
     max?: number; applicationName?: string; connectTimeoutS?: number; settings?: Record<string, string | number>; maxMessageBytes?: number;
     /** Sees the text of every statement sent (tests/storage/citus-shapes.test.ts). */
     onQuery?: (text: string) => void;
+    /** Told when a connection's socket has closed (tests/storage/pool.test.ts). */
+    onClose?: (connectionId: number) => void;
   } = {},
 ): Sql {
   const onQuery = options.onQuery;
@@ -24,6 +26,7 @@ export function connect(
     ...(options.connectTimeoutS === undefined ? {} : { connect_timeout: options.connectTimeoutS }),
     // patches/postgres.mjs fix 3: a larger message from the server ends the connection (storage/pools.ts)
     ...(options.maxMessageBytes ? { max_message_bytes: options.maxMessageBytes } as object : {}),
+    ...(options.onClose ? { onclose: options.onClose } : {}),
     onnotice: () => {},
     idle_timeout: 60,
     connection: { application_name: options.applicationName ?? 'fhirhose', TimeZone: 'UTC', ...options.settings },
@@ -47,13 +50,23 @@ export function pgCode(err: unknown): string | undefined {
 }
 
 /**
- * Did the error end the connection (postgres.js CONNECTION_* codes, a FATAL or PANIC from the
- * server)? Such a connection is with postgres.js's closed ones already: never release or reuse it.
+ * Socket errors of a connection that was up: the backend died (or the network dropped it) and the
+ * kernel reset the connection instead of closing it cleanly. postgres.js rejects the query with the
+ * socket's error as is: a query written after the backend exited but before the client had read
+ * its close gets ECONNRESET (or EPIPE), one read after gets CONNECTION_CLOSED (patches/postgres.mjs
+ * fix 2). Same event, so the same answer (tests/storage/pool.test.ts).
+ */
+const SOCKET_LOST = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT']);
+
+/**
+ * Did the error end the connection (postgres.js CONNECTION_* codes, a reset socket, a FATAL or
+ * PANIC from the server)? Such a connection is with postgres.js's closed ones already: never
+ * release or reuse it.
  */
 export function connectionLost(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const { code, severity } = err as { code?: unknown; severity?: unknown };
-  return (typeof code === 'string' && code.startsWith('CONNECTION_')) || severity === 'FATAL' || severity === 'PANIC';
+  return (typeof code === 'string' && (code.startsWith('CONNECTION_') || SOCKET_LOST.has(code))) || severity === 'FATAL' || severity === 'PANIC';
 }
 
 /** PostgreSQL's own message, for 400 answers about user SQL ($dump-sql). */
