@@ -12,7 +12,7 @@ import { expect } from 'bun:test';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { freePort, freshDatabase } from './database.ts';
 import { client, spawnServer, type Child } from './child-server.ts';
-import { status, waitFor, type SourceServer } from './import-sources.ts';
+import { startSourceServer, status, waitFor, type SourceServer } from './import-sources.ts';
 
 export const INPUTS = 6;
 export const LINES = 20_000;
@@ -149,3 +149,16 @@ export function serverOf(servers: Child[], owner: string): Child {
 }
 
 export { client, status, waitFor };
+
+/**
+ * Three servers with a 3 s lease over six inputs trickled at 16 kB per 20 ms (~2.7 MB each: a few
+ * seconds per input, so a kill or a freeze lands mid-way): the set-up of the takeover tests.
+ */
+export async function startTricklingCluster(): Promise<{ sources: SourceServer; cluster: Cluster }> {
+  const sources = startSourceServer();
+  for (let k = 0; k < INPUTS; k++) sources.set(`/in${k}.ndjson`, inputBody(k), { trickle: { bytes: 16 * 1024, everyMs: 20 } });
+  const cluster = await startCluster(3, {
+    FHIRHOSE_LEASE_MS: '3000', FHIRHOSE_IMPORT_BATCH_LINES: '250', FHIRHOSE_JOB_CONCURRENCY: '2', FHIRHOSE_IMPORT_CONCURRENCY: '2',
+  });
+  return { sources, cluster };
+}

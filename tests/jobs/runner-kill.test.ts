@@ -6,21 +6,16 @@
  * counts, no history.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
-import { startSourceServer, type SourceServer } from '../helpers/import-sources.ts';
+import type { SourceServer } from '../helpers/import-sources.ts';
 import {
-  INPUTS, LINES, client, expectExactImport, expectFencedBatches, importRequest, inputBody, serverOf, startCluster, waitFor, type Cluster,
+  INPUTS, LINES, client, expectExactImport, expectFencedBatches, importRequest, inputBody, serverOf, startTricklingCluster, waitFor, type Cluster,
 } from '../helpers/cluster.ts';
 
 let sources: SourceServer;
 let cluster: Cluster;
 
 beforeAll(async () => {
-  sources = startSourceServer();
-  // ~2.7 MB per input at 16 kB per 20 ms: a few seconds each, so the kill lands mid-way
-  for (let k = 0; k < INPUTS; k++) sources.set(`/in${k}.ndjson`, inputBody(k), { trickle: { bytes: 16 * 1024, everyMs: 20 } });
-  cluster = await startCluster(3, {
-    FHIRHOSE_LEASE_MS: '3000', FHIRHOSE_IMPORT_BATCH_LINES: '250', FHIRHOSE_JOB_CONCURRENCY: '2', FHIRHOSE_IMPORT_CONCURRENCY: '2',
-  });
+  ({ sources, cluster } = await startTricklingCluster());
 }, 60_000);
 afterAll(async () => {
   await cluster?.stop();
