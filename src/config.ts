@@ -23,8 +23,32 @@ const urlPrefixes = z
   .refine((list) => list.every((p) => URL.canParse(p) && /^https?:$/.test(new URL(p).protocol)), 'must be http(s) URL prefixes separated by commas or spaces')
   .optional();
 
+/**
+ * SPEC §13: credentials for other servers' exports, by origin: a JSON object
+ * `{"https://other.example": "Bearer eyJ…"}` (any Authorization value). Used when a pull's
+ * request brings none; sent to that origin only.
+ */
+const originAuthorizations = z
+  .string()
+  .transform((v, ctx) => {
+    let value: unknown;
+    try {
+      value = JSON.parse(v);
+    } catch {
+      value = undefined;
+    }
+    const ok = typeof value === 'object' && value !== null && !Array.isArray(value)
+      && Object.entries(value).every(([k, a]) => URL.canParse(k) && new URL(k).origin === k && typeof a === 'string' && a.length > 0);
+    if (!ok) {
+      ctx.addIssue({ code: 'custom', message: 'must be a JSON object of origins (https://host[:port], no path) to Authorization values' });
+      return z.NEVER;
+    }
+    return value as Record<string, string>;
+  })
+  .default({});
+
 /** Values never echoed in an error: they may hold a password. */
-const SECRET_VARIABLES = new Set(['DATABASE_URL', 'FHIRHOSE_ROOT_SECRET', 'FHIRHOSE_READ_URL']);
+const SECRET_VARIABLES = new Set(['DATABASE_URL', 'FHIRHOSE_ROOT_SECRET', 'FHIRHOSE_READ_URL', 'FHIRHOSE_SOURCE_AUTHORIZATION']);
 
 const schema = z.object({
   PORT: int(8080, 0, 65535),
@@ -47,6 +71,7 @@ const schema = z.object({
   FHIRHOSE_SOURCE_MIN_RATE: int(1024),
   FHIRHOSE_SOURCE_RATE_WINDOW: seconds(60),
   FHIRHOSE_SOURCE_ALLOW: urlPrefixes,
+  FHIRHOSE_SOURCE_AUTHORIZATION: originAuthorizations,
   FHIRHOSE_MAX_SOURCE_BYTES: int(50 * 1000 ** 3, 1024),
   FHIRHOSE_MAX_COMPRESSION_RATIO: int(200, 2),
   FHIRHOSE_JOB_CONCURRENCY: int(4, 1, 64),
@@ -91,6 +116,8 @@ export interface Config {
   readMaxLagMs: number;
   /** The limits of `$load`/`$import` sources (SPEC §10). */
   sources: SourceLimits;
+  /** Authorization values for other servers' exports by origin, when a pull brings none (SPEC §13). */
+  sourceAuthorization: Record<string, string>;
   /** Jobs (of every kind) one server runs at once. */
   jobConcurrency: number;
   /** How long a claimed job stays this server's without a renewal (SPEC §11). */
@@ -168,6 +195,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxBytes: e.FHIRHOSE_MAX_SOURCE_BYTES,
       maxRatio: e.FHIRHOSE_MAX_COMPRESSION_RATIO,
     },
+    sourceAuthorization: e.FHIRHOSE_SOURCE_AUTHORIZATION,
     jobConcurrency: e.FHIRHOSE_JOB_CONCURRENCY,
     leaseMs: e.FHIRHOSE_LEASE_MS,
     log: e.FHIRHOSE_LOG,

@@ -9,6 +9,7 @@ import { allInputsDone, failInput, parkInputs } from '../storage/import-inputs.t
 import { setGroupState } from '../storage/jobs.ts';
 import { publish } from '../storage/notify.ts';
 import { dropCredential } from '../storage/import-credentials.ts';
+import { pullPending } from '../storage/import-pulls.ts';
 import { moved } from '../operations/import-actions.ts';
 
 /**
@@ -34,6 +35,7 @@ export async function completeSession(sql: Sql, id: string): Promise<boolean> {
     const row = await lockSession(tx, id);
     if (!row || row.resource.status !== 'active') return false;
     if (!(await allInputsDone(tx, id))) return false;
+    if (await pullPending(tx, id)) return false; // a pull's files are not listed yet (SPEC §13)
     await writeSession(tx, id, moved(row.resource, 'done'));
     await dropCredential(tx, id); // SPEC §13: kept only as long as the session needs it
     return true;

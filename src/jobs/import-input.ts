@@ -9,17 +9,21 @@ import crypto from 'node:crypto';
 import type { Sql } from '../storage/db.ts';
 import type { InputRow } from '../storage/import-sessions.ts';
 import { IMPORT_INPUT, readSession, type InputPayload } from '../storage/import-sessions.ts';
-import { claimInput, dropOrphanStaging, reportBytes } from '../storage/import-inputs.ts';
+import { claimInput, dropOrphanStaging, outputsDone, reportBytes } from '../storage/import-inputs.ts';
 import { liveJobs } from '../storage/jobs.ts';
 import { createStaging, dropStaging } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
-import { readCredential } from '../storage/import-credentials.ts';
+import { fileCredential, pulledExport, releaseRemote } from './pull-finish.ts';
+import { runDeletes } from './import-deletes.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
 import { BatchWriter } from './import-batch.ts';
 import { completeSession, failSession } from './import-finish.ts';
 import type { Job, JobKind, KindDeps } from './job.ts';
 import type { InputJob, InputOutcome } from './import-job.ts';
+
+/** Reads of a pulled file in a row without a committed batch before the session fails. */
+export const PULLED_FILE_ATTEMPTS = 3;
 
 export function inputLabel(input: Pick<InputRow, 'idx' | 'type'>): string {
   return `inputs[${input.idx}]${input.type ? ` (${input.type})` : ''}`;
@@ -43,18 +47,30 @@ export function importInputKind(deps: KindDeps): JobKind<InputPayload> {
       const input = found?.inputs.find((i) => i.idx === idx);
       if (!found || !input) return 'done'; // the session was deleted
       if (found.session.resource.status !== 'active') return 'stopped';
+      // SPEC §13: a manifest's deletes run after its outputs; until then the job is handed back
+      if (input.status !== 'done' && input.storage === 'deleted' && !(await outputsDone(sql, id))) return 'stopped';
       if (input.status !== 'done') {
         if (input.checkpoint > 0) log(`import ${id}: resuming from its checkpoints (${inputLabel(input)} at line ${input.checkpoint})`);
         const outcome = await runInput(sql, { config, sessionId: id, update: found.session.resource.update, input, signal, commit: job.commit }, job.epoch);
         if (outcome.kind === 'stopped') return 'stopped';
         if (outcome.kind === 'crashed') throw outcome.error;
+        if (outcome.kind === 'failed' && found.session.pull && job.attempts + 1 < PULLED_FILE_ATTEMPTS) {
+          // SPEC §13: a pulled file that broke off is read again from its checkpoint (the runner
+          // waits 1, 2 … s); attempts count from the last committed batch, so a file that keeps
+          // making progress is never given up on
+          throw new Error(`${outcome.message}; reading it again from its checkpoint`);
+        }
         if (outcome.kind === 'failed') {
           const moved = await job.commit(async (tx) => ({ value: await failSession(tx, id, { idx, message: outcome.message }) }));
           if (moved) log(`import ${id}: active → error (${outcome.message})`);
           return 'stopped';
         }
       }
-      if (await completeSession(sql, id)) log(`import ${id}: active → done`);
+      const pulled = await pulledExport(sql, id);
+      if (await completeSession(sql, id)) {
+        log(`import ${id}: active → done`);
+        if (pulled) await releaseRemote(pulled, config, log, id);
+      }
       return 'done';
     },
     async sweep() {
@@ -69,6 +85,13 @@ export function importInputKind(deps: KindDeps): JobKind<InputPayload> {
 
 async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOutcome> {
   const { sessionId, input, signal } = job;
+  if (input.storage === 'deleted') {
+    try {
+      return await runDeletes(sql, job, await fileCredential(sql, sessionId), inputLabel(input));
+    } catch (error) {
+      return signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error };
+    }
+  }
   try {
     if (!(await sql.begin((tx) => claimInput(tx, sessionId, input.idx)))) return { kind: 'stopped' };
   } catch (error) {
@@ -94,7 +117,7 @@ async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutc
   let source: Source;
   try {
     // SPEC §13: a Parameters import's credentialHttpBasic, for its inputs' origins only
-    const credential = await readCredential(sql, job.sessionId);
+    const credential = await fileCredential(sql, job.sessionId);
     source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal, credential });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : failed(input, sourceError(shortName(input), error).message);

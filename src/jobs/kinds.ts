@@ -6,7 +6,8 @@ import type { JobKind, KindDeps } from './job.ts';
 import { importInputKind } from './import-input.ts';
 import { validationKind } from './validation.ts';
 import { exportKind } from './export-job.ts';
+import { importPullKind } from './pull-job.ts';
 
 export function jobKinds(deps: KindDeps): JobKind[] {
-  return [importInputKind(deps), validationKind(deps), exportKind(deps)];
+  return [importInputKind(deps), validationKind(deps), exportKind(deps), importPullKind(deps)];
 }

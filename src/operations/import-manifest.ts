@@ -19,15 +19,19 @@ export interface ManifestFiles {
   inputs: { type: string; url: string }[];
   transactionTime?: string;
   requiresAccessToken: boolean;
-  /** `deleted` entries with a count above 0 (or none given), over all pages. */
-  deleted: number;
+  /** `deleted` files (ndjson of transaction Bundles of DELETEs) with a count above 0 or none given, over all pages. */
+  deleted: { type: string; url: string }[];
 }
 
 export async function readManifest(
   exportUrl: string,
-  options: { limits: SourceLimits; importRoot: string; credential?: OriginCredential; signal?: AbortSignal },
+  options: {
+    limits: SourceLimits; importRoot: string; credential?: OriginCredential; signal?: AbortSignal;
+    /** The first page, already read (a pull's last poll answered it). */
+    first?: Record<string, unknown>;
+  },
 ): Promise<ManifestFiles> {
-  const files: ManifestFiles = { inputs: [], requiresAccessToken: false, deleted: 0 };
+  const files: ManifestFiles = { inputs: [], requiresAccessToken: false, deleted: [] };
   const seen = new Set<string>();
   let next: string | undefined = exportUrl;
   for (let page = 0; next !== undefined; page++) {
@@ -35,7 +39,7 @@ export async function readManifest(
     if (page === MAX_MANIFEST_PAGES) throw failed(exportUrl, `it has more than ${MAX_MANIFEST_PAGES} pages of links`);
     seen.add(next);
     const here: string = next;
-    const manifest = await readPage(here, options);
+    const manifest = page === 0 && options.first ? options.first : await readPage(here, options);
     if (page === 0 && typeof manifest.transactionTime === 'string') files.transactionTime = manifest.transactionTime;
     if (manifest.requiresAccessToken === true) files.requiresAccessToken = true;
     if (!Array.isArray(manifest.output)) throw failed(here, '"output" is not an array: is this a finished Bulk Data manifest?');
@@ -47,7 +51,11 @@ export async function readManifest(
       files.inputs.push({ type: entry.type, url: resolveUrl(entry.url, here, `output[${i}].url`) });
     }
     if (Array.isArray(manifest.deleted)) {
-      for (const entry of manifest.deleted) if (!isPlainObject(entry) || entry.count !== 0) files.deleted++;
+      for (const [i, entry] of manifest.deleted.entries()) {
+        if (!isPlainObject(entry) || typeof entry.url !== 'string') throw failed(here, `deleted[${i}] must have a string "url"`);
+        if (entry.count === 0) continue;
+        files.deleted.push({ type: 'Bundle', url: resolveUrl(entry.url, here, `deleted[${i}].url`) });
+      }
     }
     next = undefined;
     if (Array.isArray(manifest.link)) {

@@ -18,15 +18,22 @@ import type { SourceCredential } from '../storage/import-credentials.ts';
 export type ParametersImport =
   | { kind: 'inputs'; request: ImportRequest; credential?: SourceCredential }
   /** `exportUrl` + `exportType: static`: the inputs are the files of that manifest (import-pull.ts). */
-  | { kind: 'manifest'; exportUrl: string; authorization?: string; fields: Record<string, string> };
+  | { kind: 'manifest'; exportUrl: string; authorization?: string; fields: Record<string, string> }
+  /**
+   * `exportUrl` + `exportType: dynamic` (the default): kick off the export there and pull its files
+   * (jobs/pull-job.ts). `kickoff`: the parameters passed through, `_since` left out when `latest`.
+   */
+  | { kind: 'pull'; exportUrl: string; authorization?: string; fields: Record<string, string>; kickoff: [string, string][]; sinceLatest: boolean };
 
 const TOP = new Set(['inputFormat', 'inputSource', 'mode', 'storageDetail', 'input', 'exportUrl', 'exportType', 'fileRequestHeader']);
 /** HAPI's `https`, Microsoft's and the Bulk Data IG's names for "fetch the url". */
 const STORAGE_TYPES = new Set(['https', 'http', 'url']);
 /** Parts HAPI sends that change nothing here (fhirhose sizes its own batches). */
 const IGNORED_STORAGE_PARTS = new Set(['maxBatchResourceCount']);
-/** Kick-off parameters of a dynamic pull: not built yet (SPEC §13 `exportType: dynamic`). */
-const LATER = new Set(['_since', '_until', '_type', '_typeFilter', '_elements', 'patient']);
+/** Kick-off parameters of a dynamic pull, passed through to the other server (SPEC §13). */
+const KICKOFF = new Set(['_since', '_until', '_type', '_typeFilter', '_elements', 'patient']);
+/** Kick-off parameters that may be given more than once. */
+const REPEATABLE = new Set(['_typeFilter', 'patient', '_type', '_elements']);
 
 export function isParameters(body: unknown): boolean {
   return isPlainObject(body) && body.resourceType === 'Parameters';
@@ -40,13 +47,16 @@ export function parseImportParameters(body: unknown): ParametersImport {
   const inputs: { type?: string; url: string }[] = [];
   let userPassword: string | undefined;
   let authorization: string | undefined;
+  const kickoff: [string, string][] = [];
   for (const [i, parameter] of parameters.entries()) {
     const where = `parameter[${i}]`;
     if (!isPlainObject(parameter) || typeof parameter.name !== 'string') throw bad(`${where} must be an object with a "name"`);
     const name = parameter.name;
-    if (LATER.has(name)) throw bad(`${where} "${name}" is a kick-off parameter of exportType dynamic, which is not supported yet; use exportType static with the URL of a finished manifest`);
-    if (!TOP.has(name)) throw bad(`${where} "${name}" is not a parameter of $import (known: ${[...TOP].join(', ')})`);
-    if (name === 'input') {
+    if (!TOP.has(name) && !KICKOFF.has(name)) throw bad(`${where} "${name}" is not a parameter of $import (known: ${[...TOP, ...KICKOFF].join(', ')})`);
+    if (KICKOFF.has(name)) {
+      if (!REPEATABLE.has(name) && kickoff.some(([n]) => n === name)) throw bad(`${where} "${name}" is given twice`);
+      kickoff.push([name, kickoffValue(parameter, `${where} "${name}"`)]);
+    } else if (name === 'input') {
       inputs.push(inputOf(parameter, `${where} "input"`));
     } else if (name === 'fileRequestHeader') {
       authorization = headerOf(parameter, `${where} "fileRequestHeader"`);
@@ -59,8 +69,9 @@ export function parseImportParameters(body: unknown): ParametersImport {
   }
   if (userPassword !== undefined && authorization !== undefined) throw bad('give either storageDetail.credentialHttpBasic or an Authorization fileRequestHeader, not both');
   if (userPassword !== undefined) authorization = `Basic ${Buffer.from(userPassword).toString('base64')}`;
-  if (fields.exportUrl !== undefined) return manifestImport(fields, inputs.length, authorization);
+  if (fields.exportUrl !== undefined) return manifestImport(fields, inputs.length, authorization, kickoff);
   if (fields.exportType !== undefined) throw bad('"exportType" needs "exportUrl"');
+  if (kickoff.length > 0) throw bad(`"${kickoff[0]![0]}" is a kick-off parameter: it needs "exportUrl" (exportType dynamic)`);
   if (authorization !== undefined && userPassword === undefined) throw bad('"fileRequestHeader" is for exportUrl; for "input" files use storageDetail.credentialHttpBasic');
   if (inputs.length === 0) throw bad('at least one "input" parameter (parts type and url), or "exportUrl", is required');
   const request = parseImportRequest({
@@ -81,7 +92,7 @@ export function parseImportParameters(body: unknown): ParametersImport {
   return { kind: 'inputs', request, credential: { origins, authorization } };
 }
 
-function manifestImport(fields: Record<string, unknown>, inputCount: number, authorization: string | undefined): ParametersImport {
+function manifestImport(fields: Record<string, unknown>, inputCount: number, authorization: string | undefined, kickoff: [string, string][]): ParametersImport {
   if (inputCount > 0) throw bad('give either "input" parts or "exportUrl", not both');
   const exportUrl = fields.exportUrl as string;
   let url: URL;
@@ -92,13 +103,35 @@ function manifestImport(fields: Record<string, unknown>, inputCount: number, aut
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad(`"exportUrl" "${exportUrl}" must be an http(s):// URL`);
   const type = fields.exportType ?? 'dynamic';
-  if (type === 'dynamic') {
-    throw bad('"exportType" dynamic (kicking off an export on the other server) is not supported yet; pass exportType static with the URL of a finished manifest (its status URL once it answered 200)');
-  }
-  if (type !== 'static') throw bad(`"exportType" "${String(type)}" must be static or dynamic`);
+  if (type !== 'static' && type !== 'dynamic') throw bad(`"exportType" "${String(type)}" must be static or dynamic`);
   const kept: Record<string, string> = {};
   for (const key of ['inputFormat', 'inputSource', 'mode']) if (typeof fields[key] === 'string') kept[key] = fields[key] as string;
-  return { kind: 'manifest', exportUrl, authorization, fields: kept };
+  if (type === 'static') {
+    if (kickoff.length > 0) throw bad(`"${kickoff[0]![0]}" is a kick-off parameter: exportType static reads a finished manifest, which takes none`);
+    return { kind: 'manifest', exportUrl, authorization, fields: kept };
+  }
+  for (const name of KICKOFF) {
+    if (url.searchParams.has(name) && kickoff.some(([n]) => n === name)) throw bad(`"${name}" is given both in "exportUrl" and as a parameter`);
+  }
+  const since = kickoff.find(([n]) => n === '_since')?.[1] ?? url.searchParams.get('_since') ?? undefined;
+  if (since !== undefined && since !== 'latest' && Number.isNaN(Date.parse(since))) {
+    throw bad(`"_since" "${since}" must be an instant (2026-01-31T12:00:00Z) or "latest"`);
+  }
+  const sinceLatest = since === 'latest';
+  let kickoffUrl = exportUrl;
+  if (url.searchParams.get('_since') === 'latest') {
+    url.searchParams.delete('_since');
+    kickoffUrl = url.href;
+  }
+  return { kind: 'pull', exportUrl: kickoffUrl, authorization, fields: kept, kickoff: kickoff.filter(([n, v]) => !(n === '_since' && v === 'latest')), sinceLatest };
+}
+
+/** A kick-off parameter's value: a string, an instant, or (`patient`) a reference. */
+function kickoffValue(parameter: Record<string, Json>, where: string): string {
+  const value = valueOf(parameter);
+  if (isPlainObject(value) && typeof value.reference === 'string' && value.reference !== '') return value.reference;
+  if (typeof value !== 'string' || value === '') throw bad(`${where} must have a non-empty string value (valueString, valueInstant, valueReference)`);
+  return value;
 }
 
 /** `fileRequestHeader` (headerName, headerValue): only `Authorization` is taken. */

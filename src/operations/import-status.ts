@@ -25,7 +25,7 @@ export async function importStatus(ctx: OperationContext, id: string): Promise<I
     const percent = Math.floor(session.progress * 100);
     return {
       status: 202,
-      headers: { 'X-Progress': `${percent}% ${session.status === 'paused' ? 'paused' : `imported ${session.imported}`}`, 'Retry-After': String(retryAfter(session)) },
+      headers: { 'X-Progress': `${percent}% ${session.status === 'paused' ? 'paused' : doing(session)}`, 'Retry-After': String(retryAfter(session)) },
     };
   }
   return { status: 200, headers: {}, body: manifest(session) };
@@ -40,9 +40,23 @@ export async function abortImport(ctx: OperationContext, runner: ImportNotifier,
   await importAction(ctx, runner, { id, action: 'abort' });
 }
 
+/** What a running session is doing, for X-Progress: waiting for the other server, or importing. */
+function doing(session: SessionView): string {
+  const pull = session.pull;
+  if (pull && pull.state !== 'listed') {
+    const remote = pull.remoteProgress ? `: ${pull.remoteProgress}` : '';
+    return `waiting for the export at ${new URL(pull.exportUrl).origin} (${pull.state}${remote})`;
+  }
+  return `imported ${session.imported}`;
+}
+
 function manifest(session: SessionView): Record<string, unknown> {
   const perType = new Map<string, { count: number; urls: string[] }>();
+  // a manifest's `deleted` files: `count` is the resources they deleted here
+  const deleted = session.inputs.filter((input) => input.storageDetail.type === 'deleted')
+    .map((input) => ({ type: input.type ?? 'Bundle', count: input.imported, url: input.url }));
   for (const input of session.inputs) {
+    if (input.storageDetail.type === 'deleted') continue;
     const type = input.type ?? 'Resource';
     const entry = perType.get(type) ?? { count: 0, urls: [] };
     entry.count += input.imported;
@@ -59,11 +73,17 @@ function manifest(session: SessionView): Record<string, unknown> {
       ...(input.message !== undefined && { message: input.message }),
       ...(input.errors.length > 0 && { lines: input.errors }),
     }));
+  // a session that failed before any input did (a pull whose export failed there): its own message
+  if (session.message !== undefined && !error.some((e) => e.message === session.message)) {
+    error.push({ type: 'OperationOutcome', count: 0, url: session.pull?.exportUrl ?? '$import', message: session.message });
+  }
   return {
-    transactionTime: session.startedAt,
+    // a pull's data is the other server's as of its transactionTime
+    transactionTime: session.pull?.transactionTime ?? session.startedAt,
     request: '$import',
     requiresAccessToken: false,
     output,
+    deleted,
     error,
     outcome: error,
     extension: session,

@@ -51,6 +51,19 @@ export interface SessionView {
   /** Only while active and once something was read: seconds left, and when that is. */
   etaSeconds?: number;
   eta?: string;
+  /**
+   * The other server's export pulled (SPEC §13 `exportType: dynamic`): `new` / `kicking-off` /
+   * `polling` (its own X-Progress in `remoteProgress`) / `listed` (its files are the inputs);
+   * `transactionTime` is the source's, what a later `_since: latest` starts from.
+   */
+  pull?: {
+    exportUrl: string;
+    state: string;
+    since?: string;
+    remoteProgress?: string;
+    transactionTime?: string;
+    requiresAccessToken?: boolean;
+  };
   inputs: InputView[];
 }
 
@@ -78,6 +91,7 @@ export function sessionView(session: SessionRow, inputs: InputRow[], now = Date.
     errorCount: sum(inputs.map((i) => i.errorCount)),
     rate,
     progress,
+    ...(session.pull && { pull: pullView(session.pull) }),
     inputs: inputs.map((i) => inputView(i, now)),
   };
   if (r.status === 'active' && progress > 0 && progress < 1 && activeMs > 0) {
@@ -86,6 +100,17 @@ export function sessionView(session: SessionRow, inputs: InputRow[], now = Date.
     view.eta = new Date(now + seconds * 1000).toISOString();
   }
   return view;
+}
+
+function pullView(p: NonNullable<SessionRow['pull']>): NonNullable<SessionView['pull']> {
+  return {
+    exportUrl: displayUrl(p.exportUrl),
+    state: p.state,
+    ...(p.since !== null && { since: p.since }),
+    ...(p.remoteProgress !== null && { remoteProgress: p.remoteProgress }),
+    ...(p.transactionTime !== null && { transactionTime: p.transactionTime }),
+    ...(p.requiresAccessToken !== null && { requiresAccessToken: p.requiresAccessToken }),
+  };
 }
 
 function inputView(i: InputRow, now: number): InputView {

@@ -20,6 +20,7 @@ import {
   type NewInput, type SessionResource,
 } from '../storage/import-sessions.ts';
 import { setGroupState } from '../storage/jobs.ts';
+import type { TransactionSql } from '../storage/db.ts';
 import { publish } from '../storage/notify.ts';
 import { dropCredential, saveCredential, type SourceCredential } from '../storage/import-credentials.ts';
 
@@ -85,11 +86,18 @@ export async function startImport(
   ctx: OperationContext,
   runner: ImportNotifier,
   request: ImportRequest,
-  options: { credential?: SourceCredential } = {},
+  options: {
+    credential?: SourceCredential;
+    /** More rows to create in the session's own transaction (a pull: storage/import-pulls.ts). */
+    prepare?: (tx: TransactionSql, id: string) => Promise<void>;
+    /** Inputs taken as they are, after the request's (a manifest's `deleted` files). */
+    extraInputs?: NewInput[];
+  } = {},
 ): Promise<ImportAnswer> {
   const id = request.id ?? crypto.randomUUID();
   const inputs: NewInput[] = [];
   for (const [i, input] of request.inputs.entries()) inputs.push(await locate(ctx, input, i));
+  inputs.push(...(options.extraInputs ?? []));
   const sizes = await inputSizes(inputs.map((i) => i.source), ctx.config.sources, options.credential);
   for (const [i, size] of sizes.entries()) if (size !== undefined) inputs[i]!.bytesTotal = size;
   const resource: SessionResource = {
@@ -108,6 +116,7 @@ export async function startImport(
   const created = await ctx.sql.begin(async (tx) => {
     if (!(await insertSession(tx, id, { resource, inputs, secretHash }))) return false;
     if (options.credential) await saveCredential(tx, id, options.credential);
+    await options.prepare?.(tx, id);
     await publish(tx, 'fhirhose_jobs', id);
     return true;
   });

@@ -9,6 +9,11 @@ export interface SourceCredential {
   /** `scheme://host:port` of each input URL: the header goes to these origins only. */
   origins: string[];
   authorization: string;
+  /**
+   * Whether the inputs' files get it too (default). A pulled export whose manifest says
+   * `requiresAccessToken: false` keeps it for the status and DELETE requests only (SPEC §13).
+   */
+  files?: boolean;
 }
 
 export async function saveCredential(sql: AnySql, sessionId: string, credential: SourceCredential): Promise<void> {
@@ -18,8 +23,13 @@ export async function saveCredential(sql: AnySql, sessionId: string, credential:
 }
 
 export async function readCredential(sql: AnySql, sessionId: string): Promise<SourceCredential | undefined> {
-  const [row] = await sql`select origins, authorization_header from bulkimport_credential where session_id = ${sessionId}`;
-  return row ? { origins: row.origins as string[], authorization: row.authorization_header as string } : undefined;
+  const [row] = await sql`select origins, authorization_header, files from bulkimport_credential where session_id = ${sessionId}`;
+  return row ? { origins: row.origins as string[], authorization: row.authorization_header as string, files: row.files as boolean } : undefined;
+}
+
+/** Whether the session's files get the credential (a pulled manifest's `requiresAccessToken`). */
+export async function setCredentialForFiles(sql: AnySql, sessionId: string, files: boolean): Promise<void> {
+  await sql`update bulkimport_credential set files = ${files} where session_id = ${sessionId}`;
 }
 
 export async function dropCredential(sql: AnySql, sessionId: string): Promise<void> {

@@ -118,3 +118,9 @@ export async function dropOrphanStaging(sql: Sql, prefix: string, keep: () => Pr
   }
   return dropped;
 }
+
+/** Every input of the session that is not a `deleted` file is done: its deletes may run (SPEC §13). */
+export async function outputsDone(sql: AnySql, id: string): Promise<boolean> {
+  const [row] = await sql`select count(*)::int as n from bulkimport_input where session_id = ${id} and storage <> 'deleted' and status <> 'done'`;
+  return row!.n === 0;
+}

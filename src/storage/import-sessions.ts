@@ -43,6 +43,17 @@ export interface SessionRow {
   txid: string;
   lastUpdated: string;
   resource: SessionResource;
+  /** The other server's export this session pulls (`exportType: dynamic`), if it does. */
+  pull: PullView | null;
+}
+
+export interface PullView {
+  exportUrl: string;
+  state: 'new' | 'kicking-off' | 'polling' | 'listed';
+  since: string | null;
+  remoteProgress: string | null;
+  transactionTime: string | null;
+  requiresAccessToken: boolean | null;
 }
 
 export interface InputRow {
@@ -83,7 +94,10 @@ const INPUT_COLUMNS = `idx, type, url, storage, source, status, checkpoint::floa
   lines_read::float8 as "linesRead", bytes_read::float8 as "bytesRead", bytes_total::float8 as "bytesTotal",
   imported::float8 as imported, error_count::float8 as "errorCount", errors, message,
   ${INSTANT('started_at')} as "startedAt", ${INSTANT('finished_at')} as "finishedAt", run_ms::float8 as "runMs"`;
-const SESSION_COLUMNS = `id, txid::text as txid, ${LAST_UPDATED} as "lastUpdated", resource`;
+// A pull's public state (SPEC §13): never its status URL, which may be pre-signed.
+const PULL = `(select jsonb_build_object('exportUrl', p.export_url, 'state', p.state, 'since', p.since, 'remoteProgress', p.remote_progress,
+  'transactionTime', p.transaction_time, 'requiresAccessToken', p.requires_access_token) from bulkimport_pull p where p.session_id = bulkimportstatus.id) as pull`;
+const SESSION_COLUMNS = `id, txid::text as txid, ${LAST_UPDATED} as "lastUpdated", resource, ${PULL}`;
 
 /** Creates the session with its inputs; false when the id is taken (in any state). */
 export async function insertSession(
@@ -96,16 +110,24 @@ export async function insertSession(
     values (${id}, nextval('transaction_id_seq'), 'BulkImportStatus', 'created', ${session.resource as never})
     on conflict (id) do nothing returning id`;
   if (created.length === 0) return false;
-  for (const [idx, input] of session.inputs.entries()) {
+  await insertInputs(tx, id, session.inputs);
+  if (session.secretHash !== undefined) {
+    await tx`insert into bulkimport_secret (session_id, hash) values (${id}, ${session.secretHash})`;
+  }
+  return true;
+}
+
+/** Adds inputs (and their jobs, claimable at once) after the session's last one: a pull's files. */
+export async function insertInputs(tx: TransactionSql, id: string, inputs: NewInput[]): Promise<void> {
+  const [row] = await tx`select coalesce(max(idx) + 1, 0)::int as next from bulkimport_input where session_id = ${id}`;
+  const first = row!.next as number;
+  for (const [i, input] of inputs.entries()) {
+    const idx = first + i;
     await tx`insert into bulkimport_input (session_id, idx, type, url, storage, source, bytes_total)
              values (${id}, ${idx}, ${input.type ?? null}, ${input.url}, ${input.storage}, ${input.source}, ${input.bytesTotal ?? null})`;
     const payload: InputPayload = { session: id, idx };
     await insertJob(tx, { kind: IMPORT_INPUT, key: inputJobKey(id, idx), grp: id, payload: { ...payload } });
   }
-  if (session.secretHash !== undefined) {
-    await tx`insert into bulkimport_secret (session_id, hash) values (${id}, ${session.secretHash})`;
-  }
-  return true;
 }
 
 export async function readSession(sql: AnySql, id: string): Promise<{ session: SessionRow; inputs: InputRow[] } | undefined> {

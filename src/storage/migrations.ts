@@ -183,6 +183,33 @@ begin
   return null;
 end $$;`,
   },
+  {
+    // SPEC §13 "ping and pull": the other server's export an import session reads
+    // (storage/import-pulls.ts). The kick-off is recorded before it is sent and its status URL as
+    // soon as it answers, so a restarted server polls the same remote job and never kicks off a
+    // second one. `files`: whether the session's credential also goes to the manifest's files
+    // (requiresAccessToken) or only to the kick-off, status and DELETE requests.
+    version: 9,
+    name: 'import pulls',
+    sql: () => `
+create table if not exists bulkimport_pull (
+  session_id text primary key references bulkimportstatus (id) on delete cascade,
+  export_url text not null,
+  source_key text not null,
+  kickoff jsonb not null default '{}',
+  since text,
+  state text not null default 'new' check (state in ('new', 'kicking-off', 'polling', 'listed')),
+  status_url text,
+  kickoffs int not null default 0,
+  remote_progress text,
+  transaction_time text,
+  requires_access_token boolean,
+  kicked_off_at timestamptz,
+  listed_at timestamptz
+);
+create index if not exists bulkimport_pull_source on bulkimport_pull (source_key);
+alter table bulkimport_credential add column if not exists files boolean not null default true;`,
+  },
 ];
 
 export async function migrate(sql: Sql): Promise<number[]> {

@@ -139,6 +139,10 @@ export interface FetchInit {
   method?: string;
   signal?: AbortSignal;
   credential?: OriginCredential;
+  /** More request headers (a Bulk Data kick-off's Accept and Prefer); never an Authorization. */
+  headers?: Record<string, string>;
+  /** A small request body (a kick-off's Parameters): resent on each redirect hop. */
+  body?: string;
   describe: (what: string) => string;
 }
 
@@ -147,9 +151,10 @@ async function fetchWithin(url: URL, timeoutMs: number, init: FetchInit): Promis
   const timer = setTimeout(() => connect.abort(new Error('connect timeout')), timeoutMs);
   const signal = init.signal ? AbortSignal.any([init.signal, connect.signal]) : connect.signal;
   try {
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...init.headers };
+    delete headers.authorization;
     if (init.credential?.origins.includes(url.origin)) headers.authorization = init.credential.authorization;
-    return await fetch(url, { method: init.method ?? 'GET', signal, redirect: 'manual', headers });
+    return await fetch(url, { method: init.method ?? 'GET', signal, redirect: 'manual', headers, ...(init.body !== undefined && { body: init.body }) });
   } catch (error) {
     if (init.signal?.aborted) throw init.signal.reason;
     if (connect.signal.aborted) {

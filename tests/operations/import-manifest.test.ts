@@ -48,6 +48,11 @@ beforeAll(async () => {
       if (path === '/deletes/status') {
         return json({ requiresAccessToken: false, output: [{ type: 'Patient', url: `${base}/store/Patient.ndjson` }], deleted: [{ type: 'Bundle', url: `${base}/store/del.ndjson` }], error: [] });
       }
+      if (path === '/store/del.ndjson') {
+        return new Response(['store-Patient-ndjson-0', 'store-Patient-ndjson-1'].map((id) => JSON.stringify({
+          resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${base}/fhir/Patient/${id}` } }],
+        })).join('\n') + '\n');
+      }
       if (path === '/not-a-manifest') return new Response('<html>hello</html>');
       const file = path.split('/').pop()!;
       const [type, part] = file.split('.');
@@ -99,11 +104,19 @@ test('a manifest with requiresAccessToken false: its files are fetched without c
   expect(requests.some((r) => r.path === '/open/status' && r.authorization === AUTH)).toBe(true);
 });
 
-test('refused pulls are clear and create nothing: dynamic, deletes, not a manifest, a wrong credential', async () => {
+test('a static manifest with deleted files: the deletes run after the outputs, counted in "deleted"', async () => {
+  const body = await run(pull(url('/deletes/status')));
+  expect(body.extension.status).toBe('done');
+  expect(body.output).toEqual([{ type: 'Patient', count: 6, url: url('/store/Patient.ndjson') }]);
+  expect(body.deleted).toEqual([{ type: 'Bundle', count: 2, url: url('/store/del.ndjson') }]);
+  const left = await server.sql`select id from patient where id like 'store-Patient-ndjson-%' order by id`;
+  expect(left.map((r) => r.id)).toEqual(['store-Patient-ndjson-2', 'store-Patient-ndjson-3', 'store-Patient-ndjson-4', 'store-Patient-ndjson-5']);
+});
+
+test('refused pulls are clear and create nothing: not a manifest, a wrong credential, inputs and exportUrl together', async () => {
   const before = (await server.sql`select count(*)::int as n from bulkimportstatus`)[0]!.n;
   const cases: [unknown, number, string][] = [
-    [pull(url('/protected/status/1'), [], 'dynamic'), 400, 'dynamic'],
-    [pull(url('/deletes/status')), 422, '"deleted"'],
+    [pull(url('/protected/status/1'), [{ name: '_type', valueString: 'Patient' }]), 400, 'kick-off parameter'],
     [pull(url('/not-a-manifest')), 502, 'is not JSON'],
     [pull(url('/protected/status/1')), 502, 'HTTP 401'],
     [pull(url('/open/status'), [{ name: 'input', part: [{ name: 'url', valueUri: url('/x.ndjson') }] }]), 400, 'not both'],
