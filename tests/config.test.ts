@@ -106,6 +106,27 @@ describe('config: security', () => {
   });
 });
 
+describe('config: FHIRHOSE_SOURCE_AUTHORIZATION (SPEC §13)', () => {
+  test('origins to Authorization values; unset is none', () => {
+    expect(loadConfig({}).sourceAuthorization).toEqual({});
+    expect(loadConfig({ FHIRHOSE_SOURCE_AUTHORIZATION: '{"https://other.example.org": "Bearer abc.def", "http://127.0.0.1:9090": "Basic eDp5"}' }).sourceAuthorization)
+      .toEqual({ 'https://other.example.org': 'Bearer abc.def', 'http://127.0.0.1:9090': 'Basic eDp5' });
+  });
+
+  test('a malformed value (not JSON, a path, not a string) is refused without echoing the token', () => {
+    for (const value of ['Bearer t0ken-value', '{"https://other.example.org/fhir": "Bearer t0ken-value"}', '{"https://other.example.org": 12}', '["Bearer t0ken-value"]']) {
+      let message = '';
+      try {
+        loadConfig({ FHIRHOSE_SOURCE_AUTHORIZATION: value });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toContain('FHIRHOSE_SOURCE_AUTHORIZATION must be a JSON object of origins');
+      expect(message).not.toContain('t0ken-value');
+    }
+  });
+});
+
 describe('config: server limits (SPEC §10)', () => {
   test('defaults match the README rows', () => {
     expect(loadConfig({})).toMatchObject({

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT_SECRET, startTestServer, type TestServer } from '../helpers/server.ts';
+import { basic, ROOT_SECRET, startTestServer, type TestServer } from '../helpers/server.ts';
 import { syntheaBundles, uniqueResources } from '../helpers/synthea-bundles.ts';
 import { within } from '../helpers/wait.ts';
 
@@ -20,7 +20,11 @@ let types: string[] = [];
 
 beforeAll(async () => {
   a = await startTestServer({ FHIRHOSE_EXPORT_FILE_RESOURCES: '500' });
-  b = await startTestServer({ FHIRHOSE_SOURCE_ALLOW: `${a.url}/`, FHIRHOSE_IMPORT_BATCH_LINES: '200' });
+  // A's credential is also configured on B, for pulls that bring none
+  b = await startTestServer({
+    FHIRHOSE_SOURCE_ALLOW: `${a.url}/`, FHIRHOSE_IMPORT_BATCH_LINES: '200',
+    FHIRHOSE_SOURCE_AUTHORIZATION: JSON.stringify({ [a.url]: basic('root', ROOT_SECRET) }),
+  });
   const lines: string[] = [];
   for (const name of fs.readdirSync(DIR).filter((f) => f.endsWith('.ndjson')).sort()) {
     lines.push(...fs.readFileSync(path.join(DIR, name), 'utf8').split('\n').filter((l) => l.trim() !== ''));
@@ -49,12 +53,13 @@ async function contents(server: TestServer): Promise<Record<string, string>> {
   return out;
 }
 
-function pullFromA(extra: Record<string, unknown>[] = []) {
+/** With A's credential in the request, or (`configured`) relying on FHIRHOSE_SOURCE_AUTHORIZATION. */
+function pullFromA(extra: Record<string, unknown>[] = [], configured = false) {
   return {
     resourceType: 'Parameters',
     parameter: [
       { name: 'exportUrl', valueUrl: `${a.url}/$export` },
-      { name: 'storageDetail', part: [{ name: 'type', valueCode: 'https' }, { name: 'credentialHttpBasic', valueString: `root:${ROOT_SECRET}` }] },
+      ...(configured ? [] : [{ name: 'storageDetail', part: [{ name: 'type', valueCode: 'https' }, { name: 'credentialHttpBasic', valueString: `root:${ROOT_SECRET}` }] }]),
       ...extra,
     ],
   };
@@ -76,7 +81,7 @@ async function pull(body: unknown): Promise<Record<string, any>> {
 
 const since = [{ name: '_since', valueString: 'latest' }];
 
-test('B pulls everything from A with one request, then only the changes with _since latest', async () => {
+test('B pulls everything from A with one request, then only the changes with _since latest (credential from config)', async () => {
   // no earlier pull from A: `latest` is a full pull
   const first = await pull(pullFromA(since));
   expect(first.extension.status).toBe('done');
@@ -99,7 +104,7 @@ test('B pulls everything from A with one request, then only the changes with _si
   expect((await a.request(`/Device/${device}`, { method: 'DELETE' })).status).toBe(204);
   expect(await contents(b)).not.toEqual(await contents(a));
 
-  const second = await pull(pullFromA(since));
+  const second = await pull(pullFromA(since, true));
   expect(second.extension.status).toBe('done');
   expect(second.extension.pull.since).toBe(first.extension.pull.transactionTime);
   expect(second.output.map((o: { type: string; count: number }) => `${o.type}:${o.count}`).sort()).toEqual(['Organization:1', 'Patient:1']);
