@@ -37,6 +37,9 @@ export async function completeSession(sql: Sql, id: string): Promise<boolean> {
     if (!(await allInputsDone(tx, id))) return false;
     if (await pullPending(tx, id)) return false; // a pull's files are not listed yet (SPEC §13)
     await writeSession(tx, id, moved(row.resource, 'done'));
+    // the console's live view (SPEC §14) re-reads the session: the last batch's own notification
+    // may have been read before this move committed
+    await publish(tx, 'fhirhose_progress', id);
     await dropCredential(tx, id); // SPEC §13: kept only as long as the session needs it
     return true;
   });

@@ -66,7 +66,7 @@ export function importInputKind(deps: KindDeps): JobKind<InputPayload> {
           return 'stopped';
         }
       }
-      const pulled = await pulledExport(sql, id);
+      const pulled = found.session.pull ? await pulledExport(sql, id) : undefined;
       if (await completeSession(sql, id)) {
         log(`import ${id}: active → done`);
         if (pulled) await releaseRemote(pulled, config, log, id);

@@ -102,6 +102,8 @@ function manifestImport(fields: Record<string, unknown>, inputCount: number, aut
     throw bad(`"exportUrl" "${exportUrl}" is not a valid URL`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad(`"exportUrl" "${exportUrl}" must be an http(s):// URL`);
+  // never echoed: it is a password; the URL would be stored with the session
+  if (url.username !== '' || url.password !== '') throw bad('"exportUrl" must not carry credentials (user:password@); give them as storageDetail.credentialHttpBasic');
   const type = fields.exportType ?? 'dynamic';
   if (type !== 'static' && type !== 'dynamic') throw bad(`"exportType" "${String(type)}" must be static or dynamic`);
   const kept: Record<string, string> = {};

@@ -31,7 +31,6 @@ function outcome(status: number, code: string, diagnostics: string): Response {
 }
 
 beforeAll(async () => {
-  server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '100' });
   other = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
@@ -49,7 +48,9 @@ beforeAll(async () => {
       if (path.endsWith('/$export') && req.method === 'GET') {
         kickoffs.set(path, (kickoffs.get(path) ?? 0) + 1);
         const job = path.split('/')[1];
-        return new Response(null, { status: 202, headers: { 'content-location': `${base}/${job}/status` } });
+        // a status URL on another host than the kick-off: outside FHIRHOSE_SOURCE_ALLOW
+        const at = job === 'elsewhere' ? `http://localhost:${other.port}` : base;
+        return new Response(null, { status: 202, headers: { 'content-location': `${at}/${job}/status` } });
       }
       if (req.method === 'DELETE') return new Response(null, { status: 202 });
       if (path === '/busy/status') {
@@ -85,6 +86,7 @@ beforeAll(async () => {
       return new Response('not here', { status: 404 });
     },
   });
+  server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '100', FHIRHOSE_SOURCE_ALLOW: `http://127.0.0.1:${other.port}/` });
   // a resource the pull's deleted file names: it must go, with its history kept
   expect((await server.request('/Patient/old-1', { method: 'PUT', json: { resourceType: 'Patient', id: 'old-1' } })).status).toBe(201);
 });
@@ -190,4 +192,33 @@ test('wrong credentials → a clear error naming the status, and no secret anywh
     expect(text).not.toContain('not-the-password-at-all');
   }
   expect(kickoffs.get('/refusing/$export')).toBeUndefined();
+});
+
+test('FHIRHOSE_SOURCE_ALLOW applies to the status URL the other server hands back', async () => {
+  const { done } = await run(pull(url('/elsewhere/$export')));
+  expect(done.extension.status).toBe('error');
+  expect(done.extension.message).toContain('FHIRHOSE_SOURCE_ALLOW');
+  expect(done.extension.message).toContain(`http://localhost:${other.port}/elsewhere/status`);
+  expect(seen.some((r) => r.path === '/elsewhere/status')).toBe(false);
+});
+
+test('malformed pulls are a 400 naming the parameter, with no credential echoed; nothing is created', async () => {
+  const before = (await server.sql`select count(*)::int as n from bulkimportstatus`)[0]!.n;
+  const withParams = (exportUrl: string, extra: Record<string, unknown>[]) => ({ resourceType: 'Parameters', parameter: [{ name: 'exportUrl', valueUrl: exportUrl }, ...extra] });
+  const cases: [unknown, string][] = [
+    [withParams(url('/busy/$export'), [{ name: '_since', valueString: 'yesterday' }]), '"_since" "yesterday" must be an instant'],
+    [withParams(url('/busy/$export?_type=Patient'), [{ name: '_type', valueString: 'Observation' }]), '"_type" is given both in "exportUrl" and as a parameter'],
+    [withParams(url('/busy/$export'), [{ name: '_until', valueString: '2026-01-01T00:00:00Z' }, { name: '_until', valueString: '2026-01-02T00:00:00Z' }]), '"_until" is given twice'],
+    [withParams(`http://puller:hunter2-secret@127.0.0.1:${other.port}/busy/$export`, []), 'must not carry credentials'],
+    [withParams(url('/busy/$export'), [{ name: 'exportType', valueCode: 'sometimes' }]), '"exportType" "sometimes" must be static or dynamic'],
+    [{ resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Patient' }, { name: 'input', part: [{ name: 'url', valueUri: url('/x.ndjson') }] }] }, 'needs "exportUrl"'],
+  ];
+  for (const [body, message] of cases) {
+    const res = await server.request('/$import', { method: 'POST', json: body });
+    const text = await res.text();
+    const diagnostics = (JSON.parse(text) as { issue: { diagnostics: string }[] }).issue[0]!.diagnostics;
+    expect({ status: res.status, diagnostics }).toEqual({ status: 400, diagnostics: expect.stringContaining(message) });
+    expect(text).not.toContain('hunter2-secret');
+  }
+  expect((await server.sql`select count(*)::int as n from bulkimportstatus`)[0]!.n).toBe(before);
 });
