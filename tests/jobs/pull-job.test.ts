@@ -89,7 +89,7 @@ beforeAll(async () => {
   server = await startTestServer({ FHIRHOSE_IMPORT_BATCH_LINES: '100', FHIRHOSE_SOURCE_ALLOW: `http://127.0.0.1:${other.port}/` });
   // a resource the pull's deleted file names: it must go, with its history kept
   expect((await server.request('/Patient/old-1', { method: 'PUT', json: { resourceType: 'Patient', id: 'old-1' } })).status).toBe(201);
-});
+}, 60_000);
 afterAll(async () => { other.stop(true); await server.stop(); });
 
 /** Sends the first `cut` bytes in small pieces, then breaks the connection. */
@@ -169,7 +169,7 @@ test('a dynamic pull waits out 202s, a 429 and a 503, reads both manifest pages,
   // the credential is gone with the session, and was never part of it
   expect((await server.sql`select count(*)::int as n from bulkimport_credential where session_id = ${id}`)[0]!.n).toBe(0);
   expect(JSON.stringify(done)).not.toContain(AUTH.slice(6));
-});
+}, 180_000);
 
 test('a remote export that fails → the session fails with its message', async () => {
   const { done } = await run(pull(url('/failing/$export')));
@@ -178,7 +178,7 @@ test('a remote export that fails → the session fails with its message', async 
   expect(done.extension.message).toContain('the export ran out of disk space');
   expect(done.error).toEqual([expect.objectContaining({ message: done.extension.message })]);
   expect(kickoffs.get('/failing/$export')).toBe(1);
-});
+}, 90_000);
 
 test('wrong credentials → a clear error naming the status, and no secret anywhere', async () => {
   const wrong = 'puller:not-the-password-at-all';
@@ -192,7 +192,7 @@ test('wrong credentials → a clear error naming the status, and no secret anywh
     expect(text).not.toContain('not-the-password-at-all');
   }
   expect(kickoffs.get('/refusing/$export')).toBeUndefined();
-});
+}, 90_000);
 
 test('FHIRHOSE_SOURCE_ALLOW applies to the status URL the other server hands back', async () => {
   const { done } = await run(pull(url('/elsewhere/$export')));
@@ -200,7 +200,7 @@ test('FHIRHOSE_SOURCE_ALLOW applies to the status URL the other server hands bac
   expect(done.extension.message).toContain('FHIRHOSE_SOURCE_ALLOW');
   expect(done.extension.message).toContain(`http://localhost:${other.port}/elsewhere/status`);
   expect(seen.some((r) => r.path === '/elsewhere/status')).toBe(false);
-});
+}, 90_000);
 
 test('malformed pulls are a 400 naming the parameter, with no credential echoed; nothing is created', async () => {
   const before = (await server.sql`select count(*)::int as n from bulkimportstatus`)[0]!.n;

@@ -120,4 +120,4 @@ test('SIGKILL while polling and while reading: the next server polls the same ex
     expect(row).toEqual({ n: LINES, d: LINES });
   }
   await kill(third);
-});
+}, 300_000);

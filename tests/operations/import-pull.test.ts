@@ -35,7 +35,7 @@ beforeAll(async () => {
   expect(res.status).toBe(200);
   types = Object.keys(loaded).sort();
   expect(types.length).toBeGreaterThan(12);
-});
+}, 120_000);
 afterAll(async () => {
   await b?.stop();
   await a?.stop();
@@ -114,7 +114,7 @@ test('B pulls everything from A with one request, then only the changes with _si
   expect((await b.sql`select count(*)::int as n from device where id = ${device}`)[0]!.n).toBe(0);
   // A's exports were deleted by B once read
   await within(10_000, async () => (await a.sql`select count(*)::int as n from export_job`)[0]!.n === 0, 'the DELETE of A\'s exports');
-});
+}, 240_000);
 
 test('an exportUrl outside FHIRHOSE_SOURCE_ALLOW is a 403 and no session', async () => {
   const before = (await b.sql`select count(*)::int as n from bulkimportstatus`)[0]!.n;
