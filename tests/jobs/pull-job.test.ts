@@ -17,6 +17,7 @@ const seen: { method: string; path: string; authorization: string | null; prefer
 const kickoffs = new Map<string, number>();
 const gets = new Map<string, number>();
 let busyPolls = 0;
+const posted: unknown[] = [];
 
 const patients = Array.from({ length: 500 }, (_, i) => JSON.stringify({ resourceType: 'Patient', id: `pull-${i}`, name: [{ family: `F${i}` }] })).join('\n') + '\n';
 const observations = Array.from({ length: 400 }, (_, i) => JSON.stringify({
@@ -44,6 +45,16 @@ beforeAll(async () => {
       if (authorization !== AUTH && !path.startsWith('/open/')) {
         // a careless server that echoes what it got: the pull must not store or show it
         return outcome(401, 'login', `Authorization ${authorization ?? '(none)'} is not valid here`);
+      }
+      if (path === '/postonly/$export') {
+        // refuses GET; busy once; then takes the Parameters body
+        if (req.method === 'GET') return outcome(405, 'not-supported', 'use POST');
+        kickoffs.set(path, (kickoffs.get(path) ?? 0) + 1);
+        if (kickoffs.get(path) === 1) return new Response('busy', { status: 429, headers: { 'retry-after': '1' } });
+        return req.json().then((body) => {
+          posted.push(body);
+          return new Response(null, { status: 202, headers: { 'content-location': `${base}/failing/status` } });
+        });
       }
       if (path.endsWith('/$export') && req.method === 'GET') {
         kickoffs.set(path, (kickoffs.get(path) ?? 0) + 1);
@@ -222,3 +233,27 @@ test('malformed pulls are a 400 naming the parameter, with no credential echoed;
   }
   expect((await server.sql`select count(*)::int as n from bulkimportstatus`)[0]!.n).toBe(before);
 });
+
+test('a server that refuses GET (405) and is busy once (429) gets the kick-off as a POST of Parameters, passed through', async () => {
+  const body = pull(url('/postonly/$export'));
+  body.parameter.push(
+    { name: '_type', valueString: 'Patient,Observation' } as never,
+    { name: '_since', valueString: '2026-11-30T00:00:00Z' } as never,
+    { name: '_typeFilter', valueString: 'Patient?_id=a' } as never,
+    { name: '_typeFilter', valueString: 'Observation?_id=b' } as never,
+  );
+  const { done } = await run(body);
+  // that export then fails there: what matters here is how it was asked for
+  expect(done.extension.status).toBe('error');
+  expect(kickoffs.get('/postonly/$export')).toBe(2);
+  expect(posted).toEqual([{
+    resourceType: 'Parameters',
+    parameter: [
+      { name: '_type', valueString: 'Patient,Observation' },
+      { name: '_since', valueInstant: '2026-11-30T00:00:00Z' },
+      { name: '_typeFilter', valueString: 'Patient?_id=a' },
+      { name: '_typeFilter', valueString: 'Observation?_id=b' },
+    ],
+  }]);
+  expect(done.extension.pull.since).toBe('2026-11-30T00:00:00Z');
+}, 90_000);

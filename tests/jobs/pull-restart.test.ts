@@ -23,6 +23,8 @@ const children: Child[] = [];
 let kickoffs = 0;
 let polls = 0;
 let finished = false;
+let hangKickoffs = 0;
+const hung: (() => void)[] = [];
 
 beforeAll(async () => {
   databaseUrl = await freshDatabase();
@@ -38,6 +40,11 @@ beforeAll(async () => {
     fetch(req) {
       const path = new URL(req.url).pathname;
       if (req.headers.get('authorization') !== AUTH) return new Response('who are you', { status: 401 });
+      if (path === '/hang/$export') {
+        // takes the kick-off and answers only when released: the server dies before it hears back
+        hangKickoffs++;
+        return new Promise<Response>((resolve) => hung.push(() => resolve(new Response(null, { status: 202, headers: { 'content-location': `http://127.0.0.1:${other.port}/hang/status` } }))));
+      }
       if (path === '/fhir/$export') {
         kickoffs++;
         return new Response(null, { status: 202, headers: { 'content-location': `http://127.0.0.1:${other.port}/fhir/status/1` } });
@@ -57,16 +64,33 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => {
+  for (const release of hung) release();
   for (const child of children) if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL');
   other?.stop(true);
   await files?.stop();
   await sql?.end();
 });
 
-async function start(): Promise<Child> {
-  const child = await spawnServer(databaseUrl, await freePort(), ENV);
+async function start(env: Record<string, string> = {}): Promise<Child> {
+  const child = await spawnServer(databaseUrl, await freePort(), { ...ENV, ...env });
   children.push(child);
   return child;
+}
+
+/** POST /$import of a pull from `path` on the other server; the session id. */
+async function startPull(child: Child, path: string): Promise<string> {
+  const res = await client(child).request('/$import', {
+    method: 'POST',
+    json: {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'exportUrl', valueUrl: `http://127.0.0.1:${other.port}${path}` },
+        { name: 'fileRequestHeader', part: [{ name: 'headerName', valueString: 'Authorization' }, { name: 'headerValue', valueString: AUTH }] },
+      ],
+    },
+  });
+  expect(res.status).toBe(202);
+  return res.headers.get('content-location')!.split('/').pop()!;
 }
 
 async function kill(child: Child): Promise<void> {
@@ -76,19 +100,7 @@ async function kill(child: Child): Promise<void> {
 
 test('SIGKILL while polling and while reading: the next server polls the same export, one kick-off, exact counts', async () => {
   const first = await start();
-  const res = await fetch(`${first.url}/$import`, {
-    method: 'POST',
-    headers: { authorization: 'Basic ' + Buffer.from('root:test-root-secret').toString('base64'), 'content-type': 'application/json' },
-    body: JSON.stringify({
-      resourceType: 'Parameters',
-      parameter: [
-        { name: 'exportUrl', valueUrl: `http://127.0.0.1:${other.port}/fhir/$export` },
-        { name: 'fileRequestHeader', part: [{ name: 'headerName', valueString: 'Authorization' }, { name: 'headerValue', valueString: AUTH }] },
-      ],
-    }),
-  });
-  expect(res.status).toBe(202);
-  const id = res.headers.get('content-location')!.split('/').pop()!;
+  const id = await startPull(first, '/fhir/$export');
   // killed while it polls: the status URL is recorded
   await within(30_000, () => polls >= 2, 'two polls by the first server');
   const [recorded] = await sql`select state, status_url, kickoffs from bulkimport_pull where session_id = ${id}`;
@@ -121,3 +133,19 @@ test('SIGKILL while polling and while reading: the next server polls the same ex
   }
   await kill(third);
 }, 300_000);
+
+test('SIGKILL between sending the kick-off and its answer: the next server fails the session instead of kicking off again', async () => {
+  // the kick-off waits for its answer longer than this test runs
+  const first = await start({ FHIRHOSE_SOURCE_CONNECT_TIMEOUT: '120' });
+  const id = await startPull(first, '/hang/$export');
+  await within(30_000, () => hangKickoffs === 1, 'the kick-off at the other server');
+  expect((await sql`select state, kickoffs from bulkimport_pull where session_id = ${id}`)[0]).toEqual({ state: 'kicking-off', kickoffs: 1 });
+  await kill(first);
+
+  const next = await start();
+  const failed = await waitFor(client(next), id, (s) => s.status !== 'active', 60_000);
+  expect(failed.status).toBe('error');
+  expect(failed.message).toContain('an export may have started there, so it is not sent again');
+  expect(hangKickoffs).toBe(1);
+  await kill(next);
+}, 120_000);
