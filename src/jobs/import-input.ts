@@ -15,6 +15,7 @@ import { createStaging, dropStaging } from '../storage/staging.ts';
 import { openSource, sourceError, type Source } from '../streams/source.ts';
 import { fileCredential, pulledExport, releaseRemote } from './pull-finish.ts';
 import { runDeletes } from './import-deletes.ts';
+import { sleep } from './pull-remote.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
 import { BatchWriter } from './import-batch.ts';
@@ -48,7 +49,7 @@ export function importInputKind(deps: KindDeps): JobKind<InputPayload> {
       if (!found || !input) return 'done'; // the session was deleted
       if (found.session.resource.status !== 'active') return 'stopped';
       // SPEC §13: a manifest's deletes run after its outputs; until then the job is handed back
-      if (input.status !== 'done' && input.storage === 'deleted' && !(await outputsDone(sql, id))) return 'stopped';
+      if (input.status !== 'done' && input.storage === 'deleted' && !(await outputsFinished(sql, id, signal))) return 'stopped';
       if (input.status !== 'done') {
         if (input.checkpoint > 0) log(`import ${id}: resuming from its checkpoints (${inputLabel(input)} at line ${input.checkpoint})`);
         const outcome = await runInput(sql, { config, sessionId: id, update: found.session.resource.update, input, signal, commit: job.commit }, job.epoch);
@@ -81,6 +82,24 @@ export function importInputKind(deps: KindDeps): JobKind<InputPayload> {
       });
     },
   };
+}
+
+/** How long a `deleted` input waits in its claim for the outputs before handing its job back. */
+const DELETES_WAIT_MS = 30_000;
+
+/**
+ * Waits (checking every second) until the session's outputs are done: true; false after
+ * DELETES_WAIT_MS or on the signal, and the job is handed back, so a waiting input neither holds a
+ * slot an output retried later needs, nor logs a claim every second.
+ */
+async function outputsFinished(sql: Sql, id: string, signal: AbortSignal): Promise<boolean> {
+  const until = Date.now() + DELETES_WAIT_MS;
+  for (;;) {
+    if (await outputsDone(sql, id)) return true;
+    if (Date.now() >= until || signal.aborted) return false;
+    const waited = await sleep(1000, signal).then(() => true, () => false);
+    if (!waited) return false;
+  }
 }
 
 async function runInput(sql: Sql, job: InputJob, epoch: number): Promise<InputOutcome> {
