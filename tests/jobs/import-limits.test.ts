@@ -36,6 +36,9 @@ async function forceResume(id: string): Promise<void> {
   expect(res.status).toBe(200);
 }
 
+/** The bound of `failing`: its wait (60 s) and the reads around it. */
+const FAILING_MS = 90_000;
+
 /** Starts a session of one good input and `bad`, waits (reading a Patient meanwhile) until it is no longer active. */
 async function failing(id: string, bad: string) {
   sources.set(`/ok/${id}-good.ndjson`, patients(300, `${id}-good`));
@@ -56,24 +59,26 @@ test('a source that stalls puts its input in error, naming it and FHIRHOSE_SOURC
   const session = await failing('stall', sources.url('/ok/stall.ndjson'));
   expect(session.message).toContain('inputs[1] (Patient): Cannot load "stall.ndjson"');
   expect(session.message).toContain('sent no bytes for 1 s (FHIRHOSE_SOURCE_STALL_TIMEOUT)');
-});
+}, FAILING_MS);
 
 test('a source that trickles below the minimum rate puts its input in error', async () => {
   sources.set('/ok/trickle.ndjson', patients(3000, 'trickle'), { trickle: { bytes: 500, everyMs: 100 } });
   const session = await failing('trickle', sources.url('/ok/trickle.ndjson'));
   expect(session.message).toContain('Cannot load "trickle.ndjson"');
   expect(session.message).toContain('(FHIRHOSE_SOURCE_MIN_RATE)');
-});
+}, FAILING_MS);
 
 test('a gzip bomb puts its input in error as a probable bomb', async () => {
-  const line = JSON.stringify({ resourceType: 'Patient', id: 'bomb-1', text: { status: 'generated', div: 'x'.repeat(900) } }) + '\n';
-  const member = gzipSync(line.repeat(1024), { level: 9 });
+  // Long lines: the ratio is judged past 1 MiB of output (RATIO_FLOOR), reached here in ~115 lines,
+  // two batches, rather than ten batches of short lines (tens of seconds on a loaded machine).
+  const line = JSON.stringify({ resourceType: 'Patient', id: 'bomb-1', text: { status: 'generated', div: 'x'.repeat(9000) } }) + '\n';
+  const member = gzipSync(line.repeat(128), { level: 9 }); // ~1.2 MB from ~1.5 kB
   const bomb = new Uint8Array(member.length * 1024);
   for (let i = 0; i < 1024; i++) bomb.set(member, i * member.length);
   sources.set('/ok/bomb.ndjson.gz', bomb);
   const session = await failing('bomb', sources.url('/ok/bomb.ndjson.gz'));
   expect(session.message).toContain('probable gzip bomb (FHIRHOSE_MAX_COMPRESSION_RATIO)');
-});
+}, FAILING_MS);
 
 test('a URL outside FHIRHOSE_SOURCE_ALLOW is refused at start with 403, and no session is created', async () => {
   sources.set('/elsewhere/p.ndjson', patients(3, 'elsewhere'));
@@ -90,7 +95,7 @@ test('a redirect out of FHIRHOSE_SOURCE_ALLOW puts the input in error', async ()
   expect(session.message).toContain('redirected to');
   expect(session.message).toContain('FHIRHOSE_SOURCE_ALLOW');
   expect(sources.hits('/elsewhere/p.ndjson')).toBe(0);
-});
+}, FAILING_MS);
 
 test('bad bytes are bad lines in $import, also when force-resume replays past them: done, exact counts', async () => {
   const enc = new TextEncoder();
