@@ -39,7 +39,8 @@ export async function loadUpload(ctx: OperationContext, upload: Upload, options:
   }
   if (upload.body === null) throw invalid('The upload is empty: send the ndjson as the request body');
   const name = options.type ? `${options.type} upload` : 'upload';
-  const stream = watchPace(upload.body, ctx.config.sources, (what) => `the client's body ${what}`);
+  // a stalled body is not cancelled: the client's request ends with our answer (pace.ts)
+  const stream = watchPace(upload.body, ctx.config.sources, (what) => `the client's body ${what}`, { cancelOnFail: false });
   return loadSource(ctx, request, { stream, name }, { type: options.type, signal: upload.signal });
 }
 

@@ -154,7 +154,51 @@ test('a client that stops sending mid-body is cut after the stall timeout with 5
   expect(answer).toStartWith('HTTP/1.1 504');
   expect(answer).toContain('FHIRHOSE_SOURCE_STALL_TIMEOUT');
   expect(await countLike('stalled')).toBe(0);
-});
+}, 60_000); // above the bound of its wait, so a late answer is reported by `within`, naming it
+
+/** Sends the headers and half the body of an upload, then nothing; the socket stays open. */
+async function stallUpload(target: TestServer, prefix: string) {
+  const body = Buffer.from(patients(prefix, 2000));
+  const url = new URL(target.url);
+  const socket = net.connect(Number(url.port), url.hostname);
+  const seen = { answer: '' };
+  socket.on('data', (chunk) => { seen.answer += chunk.toString(); });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+  socket.write(
+    `POST /Patient/$load HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: ${basic('root', ROOT_SECRET)}\r\n` +
+    `Content-Type: application/fhir+ndjson\r\nContent-Length: ${body.length}\r\n\r\n`,
+  );
+  socket.write(body.subarray(0, Math.floor(body.length / 2)));
+  return { socket, seen };
+}
+
+test('stalled uploads whose clients keep their sockets open hold nothing: each is answered, others are served, the server stops in its grace', async () => {
+  const own = await startTestServer({ FHIRHOSE_SOURCE_STALL_TIMEOUT: '1', FHIRHOSE_SHUTDOWN_GRACE_MS: '1000' });
+  let stopped = false;
+  try {
+    const stalls = await Promise.all([stallUpload(own, 'held-a'), stallUpload(own, 'held-b'), stallUpload(own, 'held-c')]);
+    for (const [i, s] of stalls.entries()) {
+      await within(30_000, () => s.seen.answer.includes('\r\n\r\n'), () => `the answer to stalled upload ${i} (so far: ${JSON.stringify(s.seen.answer.slice(0, 40))})`);
+      expect(s.seen.answer).toStartWith('HTTP/1.1 504');
+    }
+    // the sockets stay open: an ordinary read and an ordinary upload are served meanwhile
+    expect((await own.request('/Patient?_count=1')).status).toBe(200);
+    const res = await own.request('/Patient/$load', { method: 'POST', body: patients('held-ok', 5), headers: NDJSON });
+    expect({ status: res.status, body: await res.json() }).toEqual({ status: 200, body: { total: 5 } });
+    const [n] = await own.sql`select count(*)::int as n from patient where id like 'held-%' and id not like 'held-ok%'`;
+    expect(n!.n).toBe(0);
+    // the stop waits its grace (1 s) for nothing that is still running, then returns
+    const t0 = performance.now();
+    const stop = own.stop().then(() => { stopped = true; });
+    await within(15_000, () => stopped, 'the stop of the server beside three open stalled sockets');
+    await stop;
+    expect(performance.now() - t0).toBeLessThan(15_000);
+    for (const s of stalls) s.socket.destroy();
+  } finally {
+    if (!stopped) await own.stop().catch(() => {});
+  }
+}, 90_000);
 
 test('curl -T uploads with PUT: accepted on both $load routes; a JSON body over PUT is a 415', async () => {
   const res = await server.request('/Patient/$load', { method: 'PUT', body: gzipSync(patients('put', 8)), headers: { ...NDJSON, 'content-encoding': 'gzip' } });

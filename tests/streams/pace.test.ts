@@ -52,3 +52,35 @@ test('a slow reader never makes a fast source look slow: only the time spent wai
   const bytes = await drain(watchPace(source(12, 50_000, 10), { stallTimeoutMs: 2000, minRate: 500_000, rateWindowMs: 100 }, describe), 200);
   expect(bytes).toBe(600_000);
 });
+
+test('with cancelOnFail false (a request body) a stall errors the stream at once and leaves the pending read alone', async () => {
+  let cancelled = false;
+  let pulls = 0;
+  // a source whose read never settles and whose cancel never settles either (what a stalled request body may do)
+  const stalled = new ReadableStream<Uint8Array>({
+    start(controller) { controller.enqueue(new Uint8Array(10)); },
+    pull() { pulls++; return new Promise<void>(() => {}); },
+    cancel() { cancelled = true; return new Promise<void>(() => {}); },
+  }, { highWaterMark: 0 });
+  const paced = watchPace(stalled, { stallTimeoutMs: 200, minRate: 0, rateWindowMs: 1000 }, describe, { cancelOnFail: false });
+  const error = await drain(paced).catch((e: unknown) => e);
+  expect((error as OperationOutcomeError).code).toBe('timeout');
+  expect(pulls).toBe(1);
+  expect(cancelled).toBe(false);
+});
+
+test('a cancel from downstream while a read is pending returns at once, even if the source never settles it', async () => {
+  let cancelled = false;
+  const stuck = new ReadableStream<Uint8Array>({
+    pull() { return new Promise<void>(() => {}); },
+    cancel() { cancelled = true; return new Promise<void>(() => {}); },
+  }, { highWaterMark: 0 });
+  const reader = watchPace(stuck, { stallTimeoutMs: 60_000, minRate: 0, rateWindowMs: 1000 }, describe).getReader();
+  const read = reader.read();
+  await Bun.sleep(0);
+  // bounded: a cancel that waited for the source would never return
+  const outcome = await Promise.race([reader.cancel('client gone').then(() => 'returned'), Bun.sleep(5000).then(() => 'hung')]);
+  expect(outcome).toBe('returned');
+  expect(cancelled).toBe(true);
+  expect(await read).toEqual({ done: true, value: undefined });
+});
