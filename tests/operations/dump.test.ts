@@ -60,6 +60,10 @@ describe('GET /<Type>/$dump content', () => {
     ['code-meta-stamps', '{"code": 1, "meta": {"versionId": "7", "tag": []}}'],
     ['date-nested-meta', '{"date": "2020", "name": [{"meta": "nested"}], "status": "x"}'],
     ['code-meta-number', '{"code": true, "meta": 5, "value": null}'],
+    // "resourceType" nested in contained resources (every Synthea ExplanationOfBenefit): kept as is
+    ['contained-types', '{"use": "claim", "contained": [{"resourceType": "Coverage", "id": "c1", "meta": {"versionId": "2"}}], "supportingInfo": [{"sequence": 1}]}'],
+    ['contained-then-own-type', '{"use": "x", "contained": [{"resourceType": "Coverage"}], "resourceType": "Observation", "supportingInfo": [1]}'],
+    ['quoted-type', JSON.stringify({ note: [{ text: '"resourceType": "X"' }], status: 's' })],
   ];
 
   beforeAll(async () => {
