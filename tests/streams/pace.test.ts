@@ -46,12 +46,13 @@ test('a source below the minimum rate over the window errors the stream', async 
 });
 
 test('a slow reader never makes a fast source look slow: only the time spent waiting for it counts', async () => {
-  // The source has each chunk of 50 KB ready at once, so the pace waits for it only a moment (a
-  // timed source measured its own timers: 10 ms became 180 ms on a loaded machine); the reader then
-  // takes 200 ms per chunk (the database, say). Counted in wall time that is under 250 KB/s, below
-  // the minimum of 500 KB/s, past the 100 ms window after the first chunk.
-  const bytes = await drain(watchPace(source(12, 50_000, 0), { stallTimeoutMs: 2000, minRate: 500_000, rateWindowMs: 100 }, describe), 200);
-  expect(bytes).toBe(600_000);
+  // The source has each chunk of 50 KB ready at once, so the pace waits for it only a moment; the
+  // reader then takes 1 s per chunk (the database, say). Counted in wall time that is 50 KB/s,
+  // below the minimum of 60 KB/s; counted as waiting time it is far above, even if a loaded machine
+  // stalls one wait for most of a second (a timed source measured its own timers: 10 ms sleeps
+  // became 180 ms, and the test failed on them).
+  const bytes = await drain(watchPace(source(4, 50_000, 0), { stallTimeoutMs: 5000, minRate: 60_000, rateWindowMs: 100 }, describe), 1000);
+  expect(bytes).toBe(200_000);
 });
 
 test('with cancelOnFail false (a request body) a stall errors the stream at once and leaves the pending read alone', async () => {
