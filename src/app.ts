@@ -20,6 +20,7 @@ import { OperationOutcomeError, notFound } from './fhir/outcome.ts';
 import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
 import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
+import { priority } from './http/priority.ts';
 import { renderMetrics } from './operations/metrics.ts';
 import { observeRequests } from './http/observe.ts';
 import { consoleRoutes } from './http/console/routes.tsx';
@@ -54,9 +55,11 @@ export function createApp(deps: AppDeps): Hono {
   // SPEC §10: bulk routes use the bulk pools and take a slot of the bulk cap (http/bulk-gate.ts)
   const bulkServer: OperationContext = { ...server, sql: server.pools?.bulk ?? server.sql };
   const { config } = server;
+  const turns = priority(); // interactive requests before bulk streams (http/priority.ts)
   const gate = bulkGate(bulkSlots({ concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs }), {
     slowReader: { bytesPerSec: config.slowReaderBytesPerSec, windowMs: config.slowReaderWindowMs },
     log: server.log,
+    priority: turns,
   });
   // The operations' context of one request: the server's (or the bulk pools'), with the authenticated caller.
   const ctx = (c: Context<Env>): OperationContext => ({ ...server, caller: c.get('caller') });
@@ -64,6 +67,7 @@ export function createApp(deps: AppDeps): Hono {
   const api = new Hono<Env>({ strict: false });
 
   api.get('/health', (c) => c.json({ status: 'ok' }));
+  api.use('*', turns.track);
 
   api.use('*', async (c, next) => {
     const open = c.req.path.replace(/^\/fhir(?=\/)/, '');

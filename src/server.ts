@@ -61,7 +61,7 @@ export async function startServer(config: Config, log: (line: string) => void = 
     throw err;
   }
 
-  const replica = config.readUrl ? openReplica(config.readUrl, { poolSize: config.poolSize, maxLagMs: config.readMaxLagMs }) : undefined;
+  const replica = config.readUrl ? openReplica(config.readUrl, { poolSize: config.poolSize, maxLagMs: config.readMaxLagMs, sqlMaxValueBytes: config.sqlMaxValueBytes }) : undefined;
   if (replica) log(`bulk reads ($dump, $dump-sql) go to the read replica of FHIRHOSE_READ_URL`);
   const auth = createAuth(sql, { loginFailuresPerMinute: config.loginFailuresPerMinute });
   let authWatch: Awaited<ReturnType<typeof watchAuthChanges>>;

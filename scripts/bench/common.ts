@@ -76,7 +76,7 @@ export async function startServer(options: { databaseUrl?: string }): Promise<Se
     ...(process.env as Record<string, string>),
     PORT: String(port),
     HOST: '127.0.0.1',
-    FHIRHOSE_LOG: 'quiet',
+    FHIRHOSE_LOG: process.env.FHIRHOSE_BENCH_LOG ?? 'quiet',
     FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
   };
   if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;

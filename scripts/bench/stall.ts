@@ -3,13 +3,16 @@
  * readers, against the server's default limits; reports the server's peak RSS (target < 300 MB)
  * and the latency of `GET /Patient/<id>` measured meanwhile by one ordinary client.
  *
- * Three phases of PHASE_MS each on 5,000 Synthea Patients (~17 MB a dump):
+ * Phases of PHASE_MS each on 5,000 Synthea Patients (~17 MB a dump):
+ * - none: the baseline latency of the GETs on the same machine at the same time;
+ * - 8 clients (the default bulk cap) running `$dump` after `$dump`;
  * - 50 clients each running `$dump` after `$dump` as fast as they read;
  * - 20 clients reading a `$dump` at 10 KB/s (above FHIRHOSE_SLOW_READER_BYTES_PER_SEC, so kept);
  * - both at once.
  * Each client counts complete dumps, 503s (the bulk cap and its queue) and other failures.
  */
 import net from 'node:net';
+import path from 'node:path';
 import { URL } from 'node:url';
 import { block, fillPatients, fmt, type BenchEnv } from './common.ts';
 
@@ -27,15 +30,15 @@ export async function run(env: BenchEnv): Promise<void> {
   const ids = (await env.sql`select id from patient order by random() limit 200`).map((r) => String(r.id));
   const lines = [`${fmt(PATIENTS)} Synthea Patients; each phase ${PHASE_MS / 1000} s; default limits (bulk cap 8, queue 32 for 10 s, slow readers cut below 4 KB/s over 30 s)`, ''];
   lines.push('phase                      | dumps complete | 503 | failed | MB sent | peak RSS | GET p50 | GET p99 | GET max | GETs');
-  for (const [name, fast, slow] of [['50 $dump clients', 50, 0], ['20 readers at 10 KB/s', 0, 20], ['both at once', 50, 20]] as const) {
+  const phases = [['none (baseline)', 0, 0], ['8 $dump clients (the cap)', 8, 0], ['50 $dump clients', 50, 0], ['20 readers at 10 KB/s', 0, 20], ['both at once', 50, 20]] as const;
+  for (const [name, fast, slow] of phases) {
     env.server.resetPeak();
     const stop = Date.now() + PHASE_MS;
     const tally: Tally = { complete: 0, refused: 0, failed: 0, bytes: 0 };
-    const latencies: number[] = [];
-    await Promise.all([
+    const [latencies] = await Promise.all([
+      prober(env, ids, stop),
       ...Array.from({ length: fast }, () => fastClient(env, stop, tally)),
       ...Array.from({ length: slow }, () => slowClient(env, stop, tally)),
-      prober(env, ids, stop, latencies),
     ]);
     latencies.sort((a, b) => a - b);
     const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? NaN;
@@ -93,14 +96,10 @@ function slowClient(env: BenchEnv, stop: number, tally: Tally): Promise<void> {
   });
 }
 
-/** The ordinary client: one `GET /Patient/<id>` after another, timing each. */
-async function prober(env: BenchEnv, ids: string[], stop: number, latencies: number[]): Promise<void> {
-  for (let i = 0; Date.now() < stop; i++) {
-    const t0 = performance.now();
-    const res = await fetch(`${env.url}/Patient/${ids[i % ids.length]}`, { headers: { authorization: env.auth } });
-    await res.arrayBuffer();
-    if (res.status !== 200) throw new Error(`GET /Patient/<id> answered ${res.status} during the limits bench`);
-    latencies.push(performance.now() - t0);
-    await Bun.sleep(20);
-  }
+/** The ordinary client, in a process of its own (probe.ts): its GET latencies in ms. */
+async function prober(env: BenchEnv, ids: string[], stop: number): Promise<number[]> {
+  const child = Bun.spawn([process.execPath, path.join(import.meta.dir, 'probe.ts'), env.url, env.auth, String(stop - Date.now()), ...ids], { stdout: 'pipe', stderr: 'inherit' });
+  const [out, code] = await Promise.all([new Response(child.stdout).text(), child.exited]);
+  if (code !== 0) throw new Error(`the GET prober exited with code ${code}`);
+  return JSON.parse(out) as number[];
 }

@@ -12,6 +12,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
 import { guardSlowReader } from '../streams/slow-reader.ts';
+import type { Priority } from './priority.ts';
 
 export interface SlotLimits {
   concurrency: number;
@@ -22,6 +23,8 @@ export interface SlotLimits {
 export interface BulkGateOptions {
   slowReader: { bytesPerSec: number; windowMs: number };
   log(line: string): void;
+  /** Interactive requests first: the body waits for its turn before each chunk (http/priority.ts). */
+  priority?: Priority;
 }
 
 const RETRY_AFTER_SECONDS = 5;
@@ -87,6 +90,7 @@ export function bulkSlots(options: SlotLimits): BulkSlots {
 /** Hono middleware for the bulk routes: a slot per request, held until its body is done. */
 export function bulkGate(slots: BulkSlots, options: BulkGateOptions): MiddlewareHandler {
   return async (c, next) => {
+    options.priority?.markBulk(c);
     const release = await slots.acquire(c.req.raw.signal);
     let handedOver = false;
     try {
@@ -98,6 +102,7 @@ export function bulkGate(slots: BulkSlots, options: BulkGateOptions): Middleware
           ...options.slowReader,
           onSlow: (message) => options.log(`${what}: ${message}`),
           onEnd: release,
+          beforeRead: options.priority?.turn,
         });
         handedOver = true;
         c.res = new Response(body, { status: res.status, headers: res.headers });

@@ -48,9 +48,9 @@ export interface DumpSqlResponse {
 
 export async function dumpSql(ctx: OperationContext, request: DumpSqlRequest): Promise<DumpSqlResponse> {
   const reader = await bulkReader(ctx);
-  // on the primary, a connection of its own, bounded per row (storage/pools.ts); a read replica's
-  // reads stay on its pool (storage/replica.ts), not bounded per row yet
-  const own = reader === ctx.sql ? ctx.pools?.sqlReader() : undefined;
+  // a connection of its own, bounded per row (FHIRHOSE_SQL_MAX_VALUE_BYTES), on the primary
+  // (storage/pools.ts) or on the read replica (storage/replica.ts)
+  const own = reader === ctx.sql ? ctx.pools?.sqlReader() : reader === ctx.replica?.sql ? ctx.replica.sqlReader() : undefined;
   let opened: { cursor: SqlCursor; first: RawRow[] };
   try {
     opened = await openReadOnlyCursor(own ?? reader, request.query, { timeoutMs: ctx.config.sqlTimeoutMs, role: ctx.sqlRole });

@@ -9,11 +9,22 @@ export interface ReadReplica {
   sql: Sql;
   /** How long a read waits for the standby to replay what the primary had flushed. */
   maxLagMs: number;
+  /**
+   * A single-connection client on the standby for one `$dump-sql` cursor, bounded per row like the
+   * primary's (storage/pools.ts `sqlReader`): the bound is postgres.js's, counted on the bytes as
+   * they arrive, so it needs nothing created on the standby, where nothing can be. `end()` it after.
+   */
+  sqlReader(): Sql;
 }
 
-export function openReplica(url: string, options: { poolSize: number; maxLagMs: number }): ReadReplica {
+export function openReplica(url: string, options: { poolSize: number; maxLagMs: number; sqlMaxValueBytes: number }): ReadReplica {
   // a standby that is unreachable should be a quick 503, not postgres.js's default 30 s connect wait
-  return { sql: connect(url, { max: options.poolSize, applicationName: 'fhirhose-read', connectTimeoutS: 5 }), maxLagMs: options.maxLagMs };
+  const settings = { applicationName: 'fhirhose-read', connectTimeoutS: 5 };
+  return {
+    sql: connect(url, { ...settings, max: options.poolSize }),
+    maxLagMs: options.maxLagMs,
+    sqlReader: () => connect(url, { ...settings, max: 1, maxMessageBytes: options.sqlMaxValueBytes }),
+  };
 }
 
 /**

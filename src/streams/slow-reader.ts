@@ -16,6 +16,8 @@ export interface SlowReaderOptions {
   /** Called with the reason when the reader is cut. */
   onSlow?(message: string): void;
   onEnd?(): void;
+  /** Awaited (when it returns a promise) before each read of the source: see http/priority.ts. */
+  beforeRead?(): Promise<void> | undefined;
 }
 
 export function guardSlowReader(source: ReadableStream<Uint8Array>, options: SlowReaderOptions): ReadableStream<Uint8Array> {
@@ -62,6 +64,9 @@ export function guardSlowReader(source: ReadableStream<Uint8Array>, options: Slo
         if (waitingSince !== undefined) waitedMs += performance.now() - waitingSince;
         waitingSince = undefined;
         let next: Awaited<ReturnType<typeof reader.read>>;
+        const turn = options.beforeRead?.();
+        if (turn) await turn;
+        if (ended) return; // cut while waiting for its turn
         try {
           next = await reader.read();
         } catch (err) {

@@ -72,6 +72,27 @@ describe('reads from the standby', () => {
     expect(ids(body.toString('utf8')).length).toBe(ROWS);
   }, 60_000);
 
+  test('$dump-sql on the standby keeps the per-row bound: a value over FHIRHOSE_SQL_MAX_VALUE_BYTES is 413 at the first row, a later one aborts the body, and the next query is served', async () => {
+    const query = (q: string) => patient.request('/$dump-sql', { method: 'POST', json: { query: q, format: 'ndjson' } });
+    // 20 MB, over the default limit of 16 MiB: refused as it arrives, not buffered whole
+    const first = await query("select pg_is_in_recovery() as standby, repeat('x', 20000000) as big");
+    expect(first.status).toBe(413);
+    const outcome = (await first.json()) as { message: string };
+    expect(outcome.message).toContain('FHIRHOSE_SQL_MAX_VALUE_BYTES');
+    expect(outcome.message).toContain(`over the limit of ${16 * 1024 * 1024} bytes`);
+
+    const later = await query("select g, pg_is_in_recovery() as standby, case when g = 3000 then repeat('y', 20000000) else 'small' end as v from generate_series(1, 4000) g");
+    expect(later.status).toBe(200);
+    const reader = later.body!.getReader();
+    const { value } = await reader.read();
+    expect(JSON.parse(new TextDecoder().decode(value).split('\n')[0]!)).toEqual({ g: 1, standby: true, v: 'small' });
+    await expect((async () => { for (;;) if ((await reader.read()).done) return; })()).rejects.toThrow();
+
+    const after = await query("select pg_is_in_recovery() as standby, length(repeat('z', 1000000)) as n");
+    expect(after.status).toBe(200);
+    expect(JSON.parse((await after.text()).trim())).toEqual({ standby: true, n: 1_000_000 });
+  }, 60_000);
+
   test('$dump-sql runs its cursor on the standby', async () => {
     const res = await patient.request('/$dump-sql', { method: 'POST', json: { query: "select count(*) as n, pg_is_in_recovery() as standby from patient where id like 'bulk-%'", format: 'ndjson' } });
     expect(res.status).toBe(200);
