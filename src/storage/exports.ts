@@ -47,6 +47,8 @@ export interface ExportJobRow {
   expiresAt: string | null;
   /** Seconds until `expires_at` (database clock); null while running. */
   expiresIn: number | null;
+  createdAt: string;
+  finishedAt: string | null;
 }
 
 /** FHIR instant with microseconds, UTC, as `meta.lastUpdated` is written (storage LAST_UPDATED). */
@@ -54,7 +56,8 @@ const INSTANT = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY
 const COLUMNS = `id, client_id, level, request, params, state, parts, done_parts,
   ${INSTANT('transaction_time')} as transaction_time, total::float8 as total, exported::float8 as exported,
   error_status, error_message, ${INSTANT('expires_at')} as expires_at,
-  extract(epoch from expires_at - now())::float8 as expires_in`;
+  extract(epoch from expires_at - now())::float8 as expires_in,
+  ${INSTANT('created_at')} as created_at, ${INSTANT('finished_at')} as finished_at`;
 
 function toJob(r: Record<string, unknown>): ExportJobRow {
   return {
@@ -73,6 +76,8 @@ function toJob(r: Record<string, unknown>): ExportJobRow {
     errorMessage: (r.error_message as string | null) ?? null,
     expiresAt: (r.expires_at as string | null) ?? null,
     expiresIn: r.expires_in === null ? null : Number(r.expires_in),
+    createdAt: String(r.created_at),
+    finishedAt: (r.finished_at as string | null) ?? null,
   };
 }
 
@@ -95,6 +100,7 @@ export async function insertExport(sql: Sql, job: NewExport): Promise<void> {
   await sql.begin(async (tx) => {
     await insertJob(tx, { kind: EXPORT_KIND, key: jobKey(job.id), grp: EXPORT_GROUP, payload: { exportId: job.id } });
     await publish(tx, 'fhirhose_jobs', EXPORT_KIND);
+    await publish(tx, 'fhirhose_progress', jobKey(job.id));
     await tx`insert into export_job (id, client_id, level, request, params, parts)
              values (${job.id}, ${job.clientId}, ${job.level}, ${job.request}, ${tx.json(job.params as never)}, ${tx.json(job.parts as never)})`;
     if (job.patients?.length) {
@@ -147,11 +153,16 @@ export async function startExport(tx: TransactionSql, id: string, start: { trans
   await tx`update export_job set transaction_time = ${start.transactionTime}::text::timestamptz, total = ${start.total},
            done_parts = ${start.emptyParts}::int[]
            where id = ${id} and transaction_time is null`;
+  await publish(tx, 'fhirhose_progress', jobKey(id));
 }
 
-/** Live progress between checkpoints (X-Progress); not fenced: a stale value is harmless. */
+/**
+ * Live progress between checkpoints (X-Progress); not fenced: a stale value is harmless. The
+ * console's live view hears of it on `fhirhose_progress` (only when the count moved).
+ */
 export async function updateProgress(sql: Sql, id: string, exported: number): Promise<void> {
-  await sql`update export_job set exported = greatest(exported, ${exported}) where id = ${id} and state = 'running'`;
+  const moved = await sql`update export_job set exported = ${exported} where id = ${id} and state = 'running' and exported < ${exported} returning id`;
+  if (moved.length > 0) await publish(sql, 'fhirhose_progress', jobKey(id));
 }
 
 /** The checkpoint of one part: its files and its place in `done_parts`, in the caller's (fenced) transaction. */
@@ -167,6 +178,7 @@ export async function finishPart(tx: TransactionSql, id: string, part: number, f
   }
   await tx`update export_job set exported = (select coalesce(sum(count), 0) from export_file where job_id = ${id} and kind = 'output')
            where id = ${id}`;
+  await publish(tx, 'fhirhose_progress', jobKey(id));
 }
 
 /** done or failed, in the caller's (fenced) transaction; the files are kept until `expires_at`. */
@@ -181,6 +193,7 @@ export async function endExport(
   await tx`update export_job set state = ${end.state}, error_status = ${status}, error_message = ${message},
       finished_at = now(), expires_at = now() + ${expiresS} * interval '1 second'
     where id = ${id} and state = 'running'`;
+  await publish(tx, 'fhirhose_progress', jobKey(id));
 }
 
 /** Finished jobs past `expires_at`: deleted here, their ids returned so their folders go too. */

@@ -11,7 +11,7 @@ import type { AnySql, Sql } from './db.ts';
 export type Channel =
   | 'fhirhose_jobs' // new or changed claimable work: payload = job kind or id
   | 'fhirhose_actions' // pause/abort/resume of a session or job: payload = its id
-  | 'fhirhose_progress' // an import batch committed (console live view): payload = the session id
+  | 'fhirhose_progress' // an import batch committed, or an export moved (console live view): payload = the session id, or export:<id>
   | 'fhirhose_auth'; // a Client or AccessPolicy changed: payload = the resource type
 
 /** Written by a trigger on the client and accesspolicy tables (migration 4). */

@@ -1,24 +1,37 @@
 /**
  * `GET /console` (SPEC §14): one server-rendered page. Everything shown goes through JSX, which
  * escapes text and attributes by construction; the client script (console/script.ts) updates it
- * with textContent only.
+ * with textContent only. The forms are in forms.tsx, the jobs' markup here (JobCard), the same
+ * markup the script clones from the <template> for a job it has not seen yet.
  */
-import type { SessionView } from '../../operations/import-view.ts';
+import type { ConsoleList } from '../../operations/console.ts';
+import { JOB_STATES } from '../../storage/console-list.ts';
+import { IMPORT_ACTIONS, type Card, type Cell } from './cards.ts';
+import { ExportForm, ImportForm, SqlForm } from './forms.tsx';
 
 const STYLE = `
-*{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:12px;max-width:1200px}
-h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:16px 0 6px}
-section{border:1px solid #ccc;border-radius:6px;padding:10px;margin:8px 0}
+*{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:12px;max-width:1280px}
+h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:16px 0 6px}h3{font-size:15px;margin:0 0 6px}
+section,form.box{border:1px solid #ccc;border-radius:6px;padding:10px;margin:8px 0;min-width:0}
+.forms{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:8px}
 .bar{height:12px;background:#eee;border-radius:6px;overflow:hidden}.bar>div{height:100%;background:#2a7}
 .row{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
-.inputs{width:100%;border-collapse:collapse;font-size:12px;display:block;overflow-x:auto}.inputs td,.inputs th{border-bottom:1px solid #eee;padding:2px 6px;text-align:left}
-textarea,input{font:inherit;max-width:100%}textarea{width:100%}
-button{font:inherit;padding:4px 10px}button:focus,a:focus,input:focus,textarea:focus,select:focus{outline:2px solid #06c}
-.msg{font-weight:600}.err{color:#a00}
+.items{width:100%;border-collapse:collapse;font-size:12px;display:block;overflow-x:auto}.items td,.items th{border-bottom:1px solid #eee;padding:2px 6px;text-align:left;vertical-align:top}
+.items td{white-space:pre-wrap;word-break:break-word}.items a{display:block}
+label{display:block;margin:4px 0 2px}label.inline{display:inline}
+textarea,input,select{font:inherit;max-width:100%}textarea,input[type=text],input:not([type]){width:100%}
+button{font:inherit;padding:4px 10px}
+a:focus-visible,button:focus-visible,input:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #06c;outline-offset:2px}
+nav a{display:inline-block;padding:4px 8px;margin:2px;border:1px solid #ccc;border-radius:4px;text-decoration:none}nav a[aria-current=page]{background:#06c;color:#fff}
+.msg{font-weight:600;word-break:break-word}.err{color:#a00;white-space:pre-wrap;word-break:break-word}.detail{color:#555;font-size:12px;margin:4px 0;word-break:break-word}
+.sid{word-break:break-all}
 #preview{overflow-x:auto;display:block}#preview td,#preview th{border:1px solid #ddd;padding:2px 6px}
 `;
 
-export function ConsolePage(props: { sessions: SessionView[] }) {
+export function ConsolePage(props: { list: ConsoleList; cards: Card[] }) {
+  const { list } = props;
+  const link = (page: number, state = list.state) => `/console?page=${page}${state ? `&state=${state}` : ''}`;
+  const empty: Card = { key: '', kind: 'import', id: '', status: '', label: '', percent: 0, stats: '', detail: '', message: '', head: [], rows: [], actions: IMPORT_ACTIONS };
   return (
     <html lang="en">
       <head>
@@ -32,72 +45,59 @@ export function ConsolePage(props: { sessions: SessionView[] }) {
       <body>
         <h1>fhirhose console</h1>
         <p id="live" role="status">connecting…</p>
-        <h2>Start an import</h2>
-        <form id="start">
-          <label for="start-id">Session id </label><input id="start-id" name="id" />
-          <label for="start-urls"> URLs, one per line</label>
-          <textarea id="start-urls" name="urls" rows={3}></textarea>
-          <button type="submit">Start import</button> <span class="msg" id="start-msg" role="status"></span>
-        </form>
-        <h2>Import sessions</h2>
-        <div class="row">
-          <label for="filter">State </label>
-          <select id="filter">
-            {['all', 'active', 'paused', 'done', 'aborted', 'error'].map((s) => <option value={s}>{s}</option>)}
-          </select>
+        <div class="forms">
+          <ImportForm />
+          <ExportForm />
         </div>
-        <template id="session-template"><Session session={{ id: '', status: '', inputs: [] } as unknown as SessionView} /></template>
-        <div id="sessions">{props.sessions.map((s) => <Session session={s} />)}</div>
-        <h2>$dump-sql (read-only)</h2>
-        <form id="sql">
-          <label for="sql-query">Query</label>
-          <textarea id="sql-query" name="query" rows={3}>{"select id, resource->>'gender' as gender from patient limit 20"}</textarea>
-          <button type="submit">Preview</button> <span class="msg" id="sql-msg" role="status"></span>
-        </form>
-        <div class="row" id="downloads"></div>
-        <table id="preview"></table>
+        <h2 id="jobs-title">Imports and exports</h2>
+        <nav id="states" aria-label="Filter by state">
+          {['all', ...JOB_STATES].map((s) => (
+            <a href={link(1, s === 'all' ? undefined : (s as ConsoleList['state']))} aria-current={(list.state ?? 'all') === s ? 'page' : undefined}>{s}</a>
+          ))}
+        </nav>
+        <p id="summary">{`${list.total} job${list.total === 1 ? '' : 's'}${list.state ? ` ${list.state}` : ''} · page ${list.page} of ${list.pages}`}</p>
+        <template id="job-template"><JobCard card={empty} /></template>
+        <div id="jobs" aria-labelledby="jobs-title" data-page={String(list.page)} data-state={list.state ?? ''} data-size={String(list.pageSize)}>
+          {props.cards.map((c) => <JobCard card={c} />)}
+        </div>
+        <nav id="pager" aria-label="Pages">
+          {list.page > 1 ? <a href={link(list.page - 1)} rel="prev">← newer</a> : ''}
+          {list.page < list.pages ? <a href={link(list.page + 1)} rel="next">older →</a> : ''}
+        </nav>
+        <SqlForm />
       </body>
     </html>
   );
 }
 
-/** One session: the same markup the script builds for a session it has not seen yet. */
-export function Session(props: { session: SessionView }) {
-  const s = props.session as SessionView & Record<string, any>;
+/** One job: an import session or an export (cards.ts says what each shows). */
+export function JobCard(props: { card: Card }) {
+  const c = props.card;
   return (
-    <section class="session" data-id={s.id} data-status={s.status}>
+    <section class={`job ${c.kind}`} data-key={c.key} data-id={c.id} data-kind={c.kind} data-status={c.status} aria-label={`${c.kind} ${c.id}`}>
       <div class="row">
-        <strong class="sid">{s.id}</strong> <span class="status">{s.status}</span>
-        <span class="stats">{stats(s)}</span>
+        <strong class="kind">{c.kind}</strong> <strong class="sid">{c.id}</strong> <span class="status">{c.label}</span>
+        <span class="stats">{c.stats}</span>
       </div>
-      <div class="bar" role="progressbar" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round((s.progress ?? 0) * 100)}>
-        <div style={`width:${Math.round((s.progress ?? 0) * 100)}%`}></div>
+      <div class="bar" role="progressbar" aria-label={`progress of ${c.kind} ${c.id}`} aria-valuemin={0} aria-valuemax={100} aria-valuenow={c.percent}>
+        <div style={`width:${c.percent}%`}></div>
       </div>
-      <p class="message err">{s.message ?? ''}</p>
-      <table class="inputs">
-        <thead><tr><th>input</th><th>state</th><th>read</th><th>imported</th><th>owner / lease</th><th>first errors</th></tr></thead>
-        <tbody>
-          {(s.inputs ?? []).map((i: Record<string, any>) => (
-            <tr>
-              <td>{`${i.type ?? ''} ${i.url ?? ''}`}</td><td>{i.status}</td><td>{i.linesRead ?? 0}</td><td>{i.imported ?? 0}</td>
-              <td>{i.owner ? `${i.owner} until ${i.leaseUntil}` : ''}</td>
-              <td class="errors">{(i.errors ?? []).slice(0, 3).map((e: { line: number; message: string }) => `line ${e.line}: ${e.message}`).join('\n')}</td>
-            </tr>
-          ))}
-        </tbody>
+      <p class="detail">{c.detail}</p>
+      <p class="message err">{c.message}</p>
+      <table class="items">
+        <thead><tr>{c.head.map((h) => <th>{h}</th>)}</tr></thead>
+        <tbody>{c.rows.map((r) => <tr>{r.map((cell) => <td>{CellContent(cell)}</td>)}</tr>)}</tbody>
       </table>
       <div class="row actions">
-        <label>Secret <input type="password" class="secret" autocomplete="off" /></label>
-        {['pause', 'resume', 'abort', 'force-resume'].map((a) => <button type="button" data-action={a}>{a}</button>)}
+        {c.kind === 'import' ? <label class="inline">Secret <input type="password" class="secret" autocomplete="off" /></label> : ''}
+        {c.actions.map((a) => <button type="button" data-action={a}>{a}</button>)}
         <span class="msg answer" role="status"></span>
       </div>
     </section>
   );
 }
 
-export function stats(s: Record<string, any>): string {
-  const pct = Math.round((s.progress ?? 0) * 1000) / 10;
-  const rate = s.rate ? `${Math.round(s.rate)} resources/s` : '';
-  const eta = s.etaSeconds !== undefined && s.status === 'active' ? `ETA ${s.etaSeconds} s` : '';
-  return [`${pct}%`, `${s.imported ?? 0} imported`, `${s.errorCount ?? 0} errors`, rate, eta].filter(Boolean).join(' · ');
+function CellContent(cell: Cell) {
+  if (typeof cell === 'string') return cell;
+  return cell.links.map((l) => <a href={l.href} download>{l.text}</a>);
 }
