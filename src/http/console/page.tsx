@@ -9,17 +9,18 @@ import { JOB_STATES } from '../../storage/console-list.ts';
 import { IMPORT_ACTIONS, type Card, type Cell } from './cards.ts';
 import { ExportForm, ImportForm, SqlForm } from './forms.tsx';
 
+// no ">" or quotes here: JSX escapes the text of <style> like any text
 const STYLE = `
 *{box-sizing:border-box}body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:12px;max-width:1280px}
 h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:16px 0 6px}h3{font-size:15px;margin:0 0 6px}
 section,form.box{border:1px solid #ccc;border-radius:6px;padding:10px;margin:8px 0;min-width:0}
 .forms{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:8px}
-.bar{height:12px;background:#eee;border-radius:6px;overflow:hidden}.bar>div{height:100%;background:#2a7}
+.bar{height:12px;background:#ddd;border-radius:6px;overflow:hidden}.bar div{height:100%;background:#2a7}
 .row{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
 .items{width:100%;border-collapse:collapse;font-size:12px;display:block;overflow-x:auto}.items td,.items th{border-bottom:1px solid #eee;padding:2px 6px;text-align:left;vertical-align:top}
-.items td{white-space:pre-wrap;word-break:break-word}.items a{display:block}
+.items td{white-space:pre-wrap;overflow-wrap:anywhere;min-width:7ch}.items td:first-child{min-width:22ch}.items td:last-child{min-width:26ch}.items a{display:block}
 label{display:block;margin:4px 0 2px}label.inline{display:inline}
-textarea,input,select{font:inherit;max-width:100%}textarea,input[type=text],input:not([type]){width:100%}
+textarea,input,select{font:inherit;max-width:100%}textarea,input:not([type]),input[type=url],input[type=password]:not(.secret){width:100%}
 button{font:inherit;padding:4px 10px}
 a:focus-visible,button:focus-visible,input:focus-visible,textarea:focus-visible,select:focus-visible{outline:3px solid #06c;outline-offset:2px}
 nav a{display:inline-block;padding:4px 8px;margin:2px;border:1px solid #ccc;border-radius:4px;text-decoration:none}nav a[aria-current=page]{background:#06c;color:#fff}
@@ -55,7 +56,7 @@ export function ConsolePage(props: { list: ConsoleList; cards: Card[] }) {
             <a href={link(1, s === 'all' ? undefined : (s as ConsoleList['state']))} aria-current={(list.state ?? 'all') === s ? 'page' : undefined}>{s}</a>
           ))}
         </nav>
-        <p id="summary">{`${list.total} job${list.total === 1 ? '' : 's'}${list.state ? ` ${list.state}` : ''} · page ${list.page} of ${list.pages}`}</p>
+        <p id="summary" data-total={String(list.total)}>{`${list.total} job${list.total === 1 ? '' : 's'}${list.state ? ` ${list.state}` : ''} · page ${list.page} of ${list.pages}`}</p>
         <template id="job-template"><JobCard card={empty} /></template>
         <div id="jobs" aria-labelledby="jobs-title" data-page={String(list.page)} data-state={list.state ?? ''} data-size={String(list.pageSize)}>
           {props.cards.map((c) => <JobCard card={c} />)}

@@ -61,19 +61,31 @@ export function consoleRoutes(api: Hono<any>, ctxOf: (c: any) => OperationContex
         }
         await stream.writeSSE({ event: 'job', data: JSON.stringify(cardOf(item)) });
       };
+      // one read per key at a time, so an older read never overwrites a newer one on the page;
+      // a notification during a read runs one more read after it
+      const busy = new Set<string>();
+      const again = new Set<string>();
+      const run = (key: string) => {
+        if (busy.has(key)) { again.add(key); return; }
+        busy.add(key);
+        void update(key).catch(() => {}).finally(() => {
+          busy.delete(key);
+          if (again.delete(key) && !stream.aborted) notified(key);
+        });
+      };
       const notified = (payload: string) => {
-        const key = payload.startsWith('export:') ? payload : `import:${payload}`;
+        const key = payload.startsWith('export:') || payload.startsWith('import:') ? payload : `import:${payload}`;
         if (due.has(key) || !KEY.test(key) || (page !== 1 && !shown.has(key))) return;
         due.set(key, setTimeout(() => {
           due.delete(key);
-          void update(key).catch(() => {});
+          run(key);
         }, THROTTLE_MS));
       };
       const subs: Subscription[] = [];
       for (const channel of ['fhirhose_progress', 'fhirhose_actions', 'fhirhose_jobs'] as const) subs.push(await subscribe(ctx.sql, channel, notified));
       await stream.writeSSE({ event: 'ready', data: '{}' });
       // what changed between the page's render (or the last stream's end) and this subscription
-      for (const key of [...shown]) await update(key).catch(() => {});
+      for (const key of [...shown]) run(key);
       await new Promise<void>((resolve) => {
         const beat = setInterval(() => void stream.writeSSE({ event: 'ping', data: '{}' }).catch(resolve), HEARTBEAT_MS);
         const end = () => { clearInterval(beat); resolve(); };

@@ -48,9 +48,19 @@ function build(card) {
   $('.kind', c).textContent = card.kind;
   $('.sid', c).textContent = card.id;
   jobs.prepend(c);
+  count(1);
   const all = jobs.querySelectorAll('.job');
   for (let i = SIZE; i < all.length; i++) all[i].remove();
   return c;
+}
+
+/** The summary line, as the server wrote it, after jobs came or went live. */
+function count(by) {
+  const summary = $('#summary');
+  const total = Number(summary.dataset.total) + by;
+  summary.dataset.total = String(total);
+  const pages = Math.max(1, Math.ceil(total / SIZE));
+  summary.textContent = total + ' job' + (total === 1 ? '' : 's') + (STATE ? ' ' + STATE : '') + ' · page ' + PAGE + ' of ' + pages;
 }
 
 function cell(value) {

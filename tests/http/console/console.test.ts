@@ -40,7 +40,7 @@ afterAll(async () => {
   await sources?.stop();
 });
 
-const session = (id: string) => page.locator(`#sessions .session[data-id="${id}"]`);
+const session = (id: string) => page.locator(`#jobs .job[data-key="import:${id}"]`);
 
 async function startFromPage(id: string, urls: string[]): Promise<void> {
   await page.fill('#start-id', id);
@@ -52,15 +52,15 @@ async function startFromPage(id: string, urls: string[]): Promise<void> {
 async function act(id: string, action: string, expected: string): Promise<string> {
   const button = session(id).locator(`button[data-action="${action}"]`);
   await button.click();
-  await page.waitForFunction(([sid, a]) => document.querySelector(`#sessions .session[data-id="${sid}"] .answer`)?.textContent?.includes(`Press ${a} again`), [id, action], { timeout: 5_000 });
+  await page.waitForFunction(([sid, a]) => document.querySelector(`#jobs .job[data-key="import:${sid}"] .answer`)?.textContent?.includes(`Press ${a} again`), [id, action], { timeout: 5_000 });
   await button.click();
-  await page.waitForFunction(([sid, text]) => document.querySelector(`#sessions .session[data-id="${sid}"] .answer`)?.textContent?.includes(text!), [id, expected], { timeout: 10_000 });
+  await page.waitForFunction(([sid, text]) => document.querySelector(`#jobs .job[data-key="import:${sid}"] .answer`)?.textContent?.includes(text!), [id, expected], { timeout: 10_000 });
   return (await session(id).locator('.answer').textContent()) ?? '';
 }
 
 async function statusIs(id: string, status: string, timeout = 30_000): Promise<void> {
   try {
-    await page.waitForSelector(`#sessions .session[data-id="${id}"][data-status="${status}"]`, { timeout });
+    await page.waitForSelector(`#jobs .job[data-key="import:${id}"][data-status="${status}"]`, { timeout });
   } catch (error) {
     const api = await (await server.request(`/BulkImportStatus/${id}`)).text();
     throw new Error(`session ${id} not shown ${status}: ${(error as Error).message}\nAPI: ${api.slice(0, 1500)}\npage problems: ${problems.join('; ')}`);
@@ -117,16 +117,20 @@ test('the console follows imports live, steers them, shows errors and SQL as tex
   // 4. a bad line holding markup: its error with its line number, as text
   await startFromPage('bad', [sources.url('/bad.ndjson')]);
   await statusIs('bad', 'done');
-  const errors = (await session('bad').locator('td.errors').textContent()) ?? '';
+  const errors = (await session('bad').locator('tbody tr td:last-child').textContent()) ?? '';
   expect(errors).toStartWith('line 3: ');
   expect(errors).toContain('<script>');
-  expect(await page.locator('#sessions script').count()).toBe(0);
+  expect(await page.locator('#jobs script').count()).toBe(0);
   await page.screenshot({ path: path.join(ARTIFACTS, '5-bad-line.png'), fullPage: true });
 
-  // 5. the state filter
-  await page.selectOption('#filter', 'aborted');
-  expect(await page.locator('#sessions .session:visible').count()).toBe(1);
-  await page.selectOption('#filter', 'all');
+  // 5. the state filter: a link per state, followed with the keyboard
+  await page.locator('#states a', { hasText: 'aborted' }).focus();
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/state=aborted/);
+  expect(await page.locator('#jobs .job').evaluateAll((cards) => cards.map((c) => (c as HTMLElement).dataset.key))).toEqual(['import:doomed']);
+  expect(await page.locator('#summary').textContent()).toBe('1 job aborted · page 1 of 1');
+  await page.goto(`${server.url}/console`);
+  await page.waitForFunction(() => document.querySelector('#live')?.textContent === 'live', undefined, { timeout: 10_000 });
 
   // 6. $dump-sql preview, markup in a value shown as text, three download links
   await page.fill('#sql-query', `select '<img src=x onerror="window.__xss=2">' as html, count(*)::int as n from patient`);
@@ -137,13 +141,6 @@ test('the console follows imports live, steers them, shows errors and SQL as tex
   expect(await page.locator('#preview img').count()).toBe(0);
   expect(await page.locator('#downloads a').allTextContents()).toEqual(['Download TSV', 'Download CSV', 'Download ndjson']);
   await page.screenshot({ path: path.join(ARTIFACTS, '6-dump-sql.png'), fullPage: true });
-
-  // 7. keyboard only: Tab to the filter, choose with the arrow keys
-  await page.focus('#filter');
-  await page.keyboard.press('ArrowDown'); // active
-  await page.keyboard.press('Tab');
-  expect(await page.locator('#filter').inputValue()).not.toBe('all');
-  await page.selectOption('#filter', 'all');
 
   // 8. 400 px wide: nothing wider than the window
   await page.setViewportSize({ width: 400, height: 900 });
