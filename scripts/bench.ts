@@ -3,7 +3,7 @@
  * DATABASE_URL when set, else on its own embedded PostgreSQL under ./.bench/data, and runs the
  * parts in scripts/bench/ against it and against raw COPY into the same database.
  *
- *   npm run bench -- [--rows 1000000] [--rounds 3] [--only dump,load,import,export] [--data patients,mix,small]
+ *   npm run bench -- [--rows 1000000] [--rounds 3] [--only dump,load,import,export,limits,overhead] [--data patients,mix,small]
  *                    [--data-dir DIR]...
  *
  * --rows: the big data set's size (Patients for $dump; the mix and small resources everywhere).
@@ -25,6 +25,7 @@ const PARTS: Record<string, Part> = {
   import: () => import('./bench/import.ts'),
   export: () => import('./bench/bulk-export.ts'),
   limits: () => import('./bench/stall.ts'),
+  overhead: () => import('./bench/overhead.ts'),
 };
 
 interface Args { rows: number; rounds: number; only: string[]; data: DataSetName[]; dataDirs: string[] }

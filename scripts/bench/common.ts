@@ -68,7 +68,7 @@ export async function freePort(): Promise<number> {
  * Starts `bun src/main.ts` as a child: on `databaseUrl` when given, else on its own embedded
  * PostgreSQL under ./.bench/data (on a free port, so a running dev server or another bench is not disturbed).
  */
-export async function startServer(options: { databaseUrl?: string }): Promise<ServerProcess> {
+export async function startServer(options: { databaseUrl?: string; env?: Record<string, string>; stdout?: string }): Promise<ServerProcess> {
   const port = await freePort();
   const dataDir = path.join(ROOT, '.bench', 'data');
   const pgPort = await freePort(); // not fixed: two benches (worktrees) may run at once
@@ -78,12 +78,15 @@ export async function startServer(options: { databaseUrl?: string }): Promise<Se
     HOST: '127.0.0.1',
     FHIRHOSE_LOG: process.env.FHIRHOSE_BENCH_LOG ?? 'quiet',
     FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
+    ...options.env,
   };
   if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
   else Object.assign(env, { FHIRHOSE_DATA_DIR: dataDir, FHIRHOSE_PG_PORT: String(pgPort) });
   // e.g. FHIRHOSE_BENCH_BUN_FLAGS='--cpu-prof-md --cpu-prof-dir=/tmp/prof' to profile the server
   const flags = (process.env.FHIRHOSE_BENCH_BUN_FLAGS ?? '').split(' ').filter(Boolean);
-  const child = Bun.spawn([process.execPath, ...flags, 'src/main.ts'], { cwd: ROOT, env, stdout: 'inherit', stderr: 'inherit' });
+  // `stdout`: a file for the server's log lines (the overhead part), else this terminal
+  const stdout = options.stdout ? Bun.file(options.stdout) : 'inherit';
+  const child = Bun.spawn([process.execPath, ...flags, 'src/main.ts'], { cwd: ROOT, env, stdout, stderr: 'inherit' });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`fhirhose exited with code ${child.exitCode} during start`);

@@ -135,3 +135,33 @@ test('an $export and a $dump move exported and dumped by exactly the resources t
   }
   expect(sumOf(jobs, 'fhirhose_jobs', { kind: 'export', state: 'done' })).toBe(1);
 }, 90_000);
+
+test('the families are exactly SPEC §14\'s list, each with its type and label names, every one with samples', async () => {
+  // the tests above imported, loaded, exported, dumped and refused lines: every family has series now
+  const exposition = await scrape();
+  const expected: Record<string, { type: string; labels: string[] }> = {
+    fhirhose_resources_imported_total: { type: 'counter', labels: ['operation', 'type'] },
+    fhirhose_resources_exported_total: { type: 'counter', labels: ['type'] },
+    fhirhose_resources_dumped_total: { type: 'counter', labels: ['type'] },
+    fhirhose_source_bytes_read_total: { type: 'counter', labels: ['operation'] },
+    fhirhose_bad_lines_total: { type: 'counter', labels: ['operation'] },
+    fhirhose_http_request_duration_seconds: { type: 'histogram', labels: ['method', 'route', 'status'] },
+    fhirhose_jobs: { type: 'gauge', labels: ['kind', 'state'] },
+    fhirhose_pool_connections: { type: 'gauge', labels: ['pool', 'state'] },
+    fhirhose_pool_max_connections: { type: 'gauge', labels: ['pool'] },
+  };
+  expect(Object.fromEntries(exposition.types)).toEqual(Object.fromEntries(Object.entries(expected).map(([name, f]) => [name, f.type])));
+  for (const [name, family] of Object.entries(expected)) {
+    const samples = exposition.samples.filter((s) => s.name === name || (family.type === 'histogram' && s.name.startsWith(`${name}_`)));
+    expect({ name, samples: samples.length > 0 }).toEqual({ name, samples: true });
+    for (const s of samples) {
+      const labels = Object.keys(s.labels).filter((l) => !(s.name.endsWith('_bucket') && l === 'le')).sort();
+      expect({ name: s.name, labels }).toEqual({ name: s.name, labels: family.labels });
+    }
+    expect(exposition.help.get(name)?.length ?? 0).toBeGreaterThan(10);
+  }
+  // exported and dumped counts are by type only, imported by type and operation: the exact numbers
+  // were checked above; here the per-type series of both operations exist side by side
+  const importedOps = new Set(exposition.samples.filter((s) => s.name === 'fhirhose_resources_imported_total').map((s) => s.labels.operation));
+  expect([...importedOps].sort()).toEqual(['$import', '$load']);
+});

@@ -18,7 +18,7 @@ section,form.box{border:1px solid #ccc;border-radius:6px;padding:10px;margin:8px
 .bar{height:12px;background:#ddd;border-radius:6px;overflow:hidden}.bar div{height:100%;background:#2a7}
 .row{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
 .items{width:100%;border-collapse:collapse;font-size:12px;display:block;overflow-x:auto}.items td,.items th{border-bottom:1px solid #eee;padding:2px 6px;text-align:left;vertical-align:top}
-.items td{white-space:pre-wrap;overflow-wrap:anywhere;min-width:7ch}.items td:first-child{min-width:22ch}.items td:last-child{min-width:26ch}.items a{display:block}
+.items td{white-space:pre-wrap;overflow-wrap:anywhere;min-width:8ch}.items td:first-child{min-width:22ch}.items td:last-child{min-width:26ch}.items a{display:block}
 label{display:block;margin:4px 0 2px}label.inline{display:inline}
 textarea,input,select{font:inherit;max-width:100%}textarea,input:not([type]),input[type=url],input[type=password]:not(.secret){width:100%}
 button{font:inherit;padding:4px 10px}

@@ -33,7 +33,7 @@ beforeAll(async () => {
   page = await context.newPage();
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-}, 60_000);
+}, 120_000);
 afterAll(async () => {
   await browser?.close();
   await server?.stop();

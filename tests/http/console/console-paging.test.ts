@@ -37,14 +37,14 @@ beforeAll(async () => {
     const res = await startImport(server, { id: id(n), inputs: [{ url: sources.url(n <= DONE ? '/one.ndjson' : '/held.ndjson') }] });
     expect(res.status).toBe(201);
   }
-  for (let n = 1; n <= DONE; n++) await waitFor(server, id(n), (s) => s.status === 'done');
+  await Promise.all(Array.from({ length: DONE }, (_, i) => waitFor(server, id(i + 1), (s) => s.status === 'done', 240_000)));
   for (let n = DONE + 1; n <= DONE + PAUSED; n++) {
     const res = await startImport(server, { id: id(n), action: 'pause' });
     expect(res.status).toBe(200);
   }
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-background-networking'] });
   context = await browser.newContext({ httpCredentials: { username: 'root', password: ROOT_SECRET }, viewport: { width: 1280, height: 900 } });
-}, 120_000);
+}, 300_000);
 afterAll(async () => {
   await browser?.close();
   await server?.stop();

@@ -33,7 +33,7 @@ beforeAll(async () => {
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   page.on('dialog', (d) => { dialogs.push(d.message()); void d.dismiss(); });
-}, 30_000);
+}, 90_000);
 afterAll(async () => {
   await browser?.close();
   await server?.stop();
@@ -152,7 +152,7 @@ test('the console follows imports live, steers them, shows errors and SQL as tex
   // Chromium logs every non-2xx fetch as a console error: the one 406 is the refusal asked for above
   expect(problems.filter((p) => !p.includes('status of 406'))).toEqual([]);
   expect(problems.filter((p) => p.includes('status of 406'))).toHaveLength(1);
-}, 60_000);
+}, 120_000);
 
 test('the console and its event stream need credentials', async () => {
   for (const p of ['/console', '/console/events', '/console/app.js']) {
