@@ -6,7 +6,7 @@
  */
 import type { OperationContext } from './context.ts';
 import { ROOT_CLIENT } from '../auth/auth.ts';
-import { invalid } from '../fhir/outcome.ts';
+import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
 import { JOB_STATES, listJobHeads, type ListState } from '../storage/console-list.ts';
 import { readImportSession } from './import.ts';
 import { readExportView, type ExportView } from './export-view.ts';
@@ -63,7 +63,8 @@ export async function consoleList(ctx: OperationContext, query: ConsoleQuery): P
 
 /**
  * One job by its console key: `import:<session id>` or `export:<id>`. Undefined when it is gone,
- * or is another client's export.
+ * or is another client's export; a failed read (the database busy or away) throws, so a live view
+ * tries again rather than taking the job for gone.
  */
 export async function consoleItem(ctx: OperationContext, key: string): Promise<ConsoleItem | undefined> {
   const colon = key.indexOf(':');
@@ -74,8 +75,12 @@ export async function consoleItem(ctx: OperationContext, key: string): Promise<C
     return view && { kind, view };
   }
   if (kind !== 'import' || !/^[A-Za-z0-9\-.]{1,64}$/.test(id)) return undefined;
-  const view = await readImportSession(ctx, id).catch(() => undefined);
-  return view && { kind, view };
+  try {
+    return { kind, view: await readImportSession(ctx, id) };
+  } catch (err) {
+    if (err instanceof OperationOutcomeError && err.code === 'not-found') return undefined;
+    throw err;
+  }
 }
 
 /** The console's state of an item, for the filter. */

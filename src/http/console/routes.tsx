@@ -22,6 +22,7 @@ import { CONSOLE_SCRIPT } from './script.ts';
 
 const THROTTLE_MS = 250;
 const HEARTBEAT_MS = 15_000;
+const RETRY_MS = 1000;
 const KEY = /^(import:[A-Za-z0-9\-.]{1,64}|export:[A-Za-z0-9-]{1,64})$/;
 /** Keys a stream remembers: the page's, plus jobs that appeared on page 1 since it loaded. */
 const MAX_SHOWN = 1000;
@@ -49,7 +50,7 @@ export function consoleRoutes(api: Hono<any>, ctxOf: (c: any) => OperationContex
     return streamSSE(c, async (stream) => {
       const due = new Map<string, ReturnType<typeof setTimeout>>();
       const update = async (key: string) => {
-        const item = await consoleItem(ctx, key).catch(() => undefined);
+        const item = await consoleItem(ctx, key);
         if (stream.aborted) return;
         if (!item) {
           if (shown.delete(key)) await stream.writeSSE({ event: 'gone', data: JSON.stringify({ key }) });
@@ -68,14 +69,20 @@ export function consoleRoutes(api: Hono<any>, ctxOf: (c: any) => OperationContex
       const run = (key: string) => {
         if (busy.has(key)) { again.add(key); return; }
         busy.add(key);
-        void update(key).catch(() => {}).finally(() => {
+        void update(key).then(() => false, () => true).then((failed) => {
           busy.delete(key);
-          if (again.delete(key) && !stream.aborted) notified(key);
+          if (stream.aborted) return;
+          // a failed read (the database busy or away) is tried again a second later
+          if (failed) {
+            again.delete(key);
+            setTimeout(() => notified(key), RETRY_MS);
+          }
+          else if (again.delete(key)) notified(key);
         });
       };
       const notified = (payload: string) => {
         const key = payload.startsWith('export:') || payload.startsWith('import:') ? payload : `import:${payload}`;
-        if (due.has(key) || !KEY.test(key) || (page !== 1 && !shown.has(key))) return;
+        if (stream.aborted || due.has(key) || !KEY.test(key) || (page !== 1 && !shown.has(key))) return;
         due.set(key, setTimeout(() => {
           due.delete(key);
           run(key);

@@ -208,10 +208,22 @@ $('#sql').addEventListener('submit', async (ev) => {
   }
 });
 
-const keys = [...jobs.querySelectorAll('.job')].map((c) => c.dataset.key);
-const live = new EventSource('/console/events?page=' + PAGE + (STATE ? '&state=' + encodeURIComponent(STATE) : '') + '&keys=' + encodeURIComponent(keys.join(',')));
-live.addEventListener('open', () => { $('#live').textContent = 'live'; });
-live.addEventListener('error', () => { $('#live').textContent = 'reconnecting…'; });
-live.addEventListener('job', (ev) => render(JSON.parse(ev.data)));
-live.addEventListener('gone', (ev) => gone(JSON.parse(ev.data).key));
+/**
+ * The page's one stream. It names the rows on the page; after an error it is closed and opened
+ * again with the rows shown then (new ones included), and the server re-sends each of them once:
+ * what changed while it was away is caught up.
+ */
+function connect() {
+  const keys = [...jobs.querySelectorAll('.job')].map((c) => c.dataset.key);
+  const live = new EventSource('/console/events?page=' + PAGE + (STATE ? '&state=' + encodeURIComponent(STATE) : '') + '&keys=' + encodeURIComponent(keys.join(',')));
+  live.addEventListener('open', () => { $('#live').textContent = 'live'; });
+  live.addEventListener('error', () => {
+    $('#live').textContent = 'reconnecting…';
+    live.close();
+    setTimeout(connect, 2000);
+  });
+  live.addEventListener('job', (ev) => render(JSON.parse(ev.data)));
+  live.addEventListener('gone', (ev) => gone(JSON.parse(ev.data).key));
+}
+connect();
 `;

@@ -63,7 +63,8 @@ async function statusIs(id: string, status: string, timeout = 30_000): Promise<v
     await page.waitForSelector(`#jobs .job[data-key="import:${id}"][data-status="${status}"]`, { timeout });
   } catch (error) {
     const api = await (await server.request(`/BulkImportStatus/${id}`)).text();
-    throw new Error(`session ${id} not shown ${status}: ${(error as Error).message}\nAPI: ${api.slice(0, 1500)}\npage problems: ${problems.join('; ')}`);
+    const shown = await page.evaluate((key) => ({ live: document.querySelector('#live')?.textContent, card: [...document.querySelectorAll('#jobs .job')].find((c) => (c as HTMLElement).dataset.key === key)?.textContent ?? 'no card' }), `import:${id}`);
+    throw new Error(`session ${id} not shown ${status}: ${(error as Error).message}\nAPI: ${api.slice(0, 1500)}\npage: ${JSON.stringify(shown).slice(0, 1500)}\npage problems: ${problems.join('; ')}`);
   }
 }
 
