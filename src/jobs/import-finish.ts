@@ -41,9 +41,6 @@ export async function completeSession(sql: Sql, id: string): Promise<boolean> {
     // may have been read before this move committed
     await publish(tx, 'fhirhose_progress', id);
     await dropCredential(tx, id); // SPEC §13: kept only as long as the session needs it
-    // the console's live view (SPEC §14) hears of it at commit: the last batch's notice may have
-    // been read before this move
-    await publish(tx, 'fhirhose_progress', id);
     return true;
   });
 }
