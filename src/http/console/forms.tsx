@@ -15,12 +15,12 @@ export function ImportForm() {
       <label for="start-id">Session id (optional)</label><input id="start-id" name="id" autocomplete="off" />
       <label for="start-urls">URLs of ndjson files, one per line</label>
       <textarea id="start-urls" name="urls" rows={3}></textarea>
-      <label for="start-export-url">…or a Bulk Data export URL (a finished manifest: its status URL)</label>
+      <label for="start-export-url">…or another server's Bulk Data export: its kick-off URL, or a finished export's status URL</label>
       <input id="start-export-url" name="exportUrl" type="url" autocomplete="off" />
       <label for="start-export-type">Export type</label>
       <select id="start-export-type" name="exportType">
-        <option value="static">static (a finished manifest)</option>
-        <option value="dynamic">dynamic (kick it off there)</option>
+        <option value="dynamic">dynamic (kick the export off there, then pull it)</option>
+        <option value="static">static (the URL is a finished manifest)</option>
       </select>
       <label for="start-export-auth">Authorization header for that server (optional)</label>
       <input id="start-export-auth" name="authorization" type="password" autocomplete="off" />
