@@ -12,6 +12,8 @@ import { COMPARTMENT_TYPES, REFERENCED_TYPES, inCompartment } from '../fhir/comp
 import { isAlwaysKept, requiredKeys, rootKeys } from '../fhir/elements.ts';
 import { normaliseInstant } from './dump.ts';
 import { parseLastUpdated } from './search.ts';
+import { parseCriterion } from '../fhir/search-criteria.ts';
+import { searchParamNames } from '../fhir/search-params.ts';
 import type { FilterQuery } from '../storage/export-sql.ts';
 
 export type ExportLevel = 'system' | 'patient' | 'group';
@@ -19,7 +21,6 @@ export type ExportLevel = 'system' | 'patient' | 'group';
 export const OUTPUT_FORMATS = ['application/fhir+ndjson', 'application/ndjson', 'ndjson'];
 const KNOWN = new Set(['_outputFormat', '_since', '_until', '_type', '_elements', '_typeFilter', 'patient']);
 const SINGLE = new Set(['_outputFormat', '_since', '_until']);
-const FILTER_PARAMS = new Set(['_id', '_lastUpdated']);
 
 /** What the job needs, stored with it. */
 export interface ExportParams {
@@ -211,7 +212,11 @@ function elementsOf(raw: RawParams, list: string[] | undefined, types: string[])
   return out;
 }
 
-/** `_typeFilter`: `Type?_id=…&_lastUpdated=…` queries, OR-ed per type. */
+/**
+ * `_typeFilter`: `Type?search` queries, OR-ed per type; within one, the parameters are AND-ed:
+ * `_id`, `_lastUpdated` and the search parameters of fhir/search-params.ts. A parameter that
+ * cannot be evaluated is a problem (400, or under handling=lenient the whole query matches nothing).
+ */
 function typeFilters(raw: RawParams, list: string[] | undefined, types: string[]): Record<string, FilterQuery[]> | undefined {
   if (!list?.length) return undefined;
   const out: Record<string, FilterQuery[]> = {};
@@ -223,20 +228,20 @@ function typeFilters(raw: RawParams, list: string[] | undefined, types: string[]
     const filter: FilterQuery = { lastUpdated: [] };
     const search = new URLSearchParams(q < 0 ? '' : item.slice(q + 1));
     for (const [name, value] of search) {
-      if (!FILTER_PARAMS.has(name)) {
-        problem(raw, `_typeFilter ${JSON.stringify(item)}: search parameter "${name}" is not supported (supported: _id, _lastUpdated); this query matches nothing`);
-        filter.none = true;
-        continue;
-      }
-      if (name === '_id') {
-        const ids = value.split(',').map((s) => s.trim()).filter(Boolean);
-        filter.ids = filter.ids ? filter.ids.filter((id) => ids.includes(id)) : ids;
-        continue;
-      }
       try {
-        filter.lastUpdated.push(parseLastUpdated(value));
+        if (name === '_id') {
+          const ids = value.split(',').map((s) => s.trim()).filter(Boolean);
+          filter.ids = filter.ids ? filter.ids.filter((id) => ids.includes(id)) : ids;
+        } else if (name === '_lastUpdated') {
+          filter.lastUpdated.push(parseLastUpdated(value));
+        } else {
+          (filter.criteria ??= []).push(parseCriterion(type, name, value));
+        }
       } catch (err) {
-        problem(raw, `_typeFilter ${JSON.stringify(item)}: ${(err as Error).message}; this query matches nothing`);
+        const supported = searchParamNames(type);
+        const hint = /search parameter "[^"]*" is not supported/.test((err as Error).message)
+          ? ` (supported on ${type}: ${['_id', '_lastUpdated', ...supported].join(', ')})` : '';
+        problem(raw, `_typeFilter ${JSON.stringify(item)}: ${(err as Error).message}${hint}; this query matches nothing`);
         filter.none = true;
       }
     }

@@ -1,5 +1,6 @@
 /** `GET /metadata`: a CapabilityStatement listing what is implemented. */
 import { ALL_TYPES } from '../fhir/types.ts';
+import { searchParam, searchParamNames } from '../fhir/search-params.ts';
 
 const BULK = 'http://hl7.org/fhir/uv/bulkdata';
 /** The Bulk Data IG's operations (SPEC §12), by the names and definitions its clients look for. */
@@ -39,6 +40,7 @@ export function capabilityStatement(baseUrl: string, version: string): Record<st
           searchParam: [
             { name: '_id', type: 'token' },
             { name: '_lastUpdated', type: 'date' },
+            ...searchParamNames(type).map((name) => ({ name, type: searchParam(type, name)!.type })),
           ],
           operation: [
             { name: 'dump', definition: `GET /${type}/$dump` },

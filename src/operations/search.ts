@@ -1,7 +1,9 @@
 /**
  * `GET /<Type>?_id=&_lastUpdated=&_count=` (SPEC §4): a searchset Bundle ordered by id, paged by
  * keyset (`_after=<last id>` in the `next` link), so walking the pages sees every row exactly once
- * and a deep page costs what the first one does.
+ * and a deep page costs what the first one does. The other search parameters of
+ * fhir/search-params.ts (`Observation?code=…`, `Patient?gender=…`) are the ones `$export`'s
+ * `_typeFilter` evaluates, with the same reading (fhir/search-criteria.ts) and SQL.
  */
 import type { OperationContext } from './context.ts';
 import { assertType, type Bundle } from './crud.ts';
@@ -9,22 +11,31 @@ import { present } from './server-types.ts';
 import { fromRow } from '../fhir/resource.ts';
 import { invalid } from '../fhir/outcome.ts';
 import { searchResources, type DateBound, type SearchQuery } from '../storage/resources.ts';
-import { parseDateTime, startInstant } from '../fhir/datetime.ts';
+import { parseCriterion, parseDateRange, type Criterion } from '../fhir/search-criteria.ts';
+import { searchParamNames } from '../fhir/search-params.ts';
 
-const SEARCH_PARAMS = new Set(['_id', '_lastUpdated', '_count', '_after', '_format', '_pretty']);
+const CONTROL_PARAMS = new Set(['_id', '_lastUpdated', '_count', '_after', '_format', '_pretty']);
 const DEFAULT_COUNT = 100;
 const MAX_COUNT = 10_000;
 
 export async function search(ctx: OperationContext, type: string, params: URLSearchParams, selfUrl: string): Promise<Bundle> {
   assertType(type);
-  for (const key of params.keys()) {
-    if (!SEARCH_PARAMS.has(key)) throw invalid(`Search parameter "${key}" is not supported; use _id, _lastUpdated, _count (paging with _after)`);
+  const criteria: Criterion[] = [];
+  for (const [key, value] of params) {
+    if (CONTROL_PARAMS.has(key)) continue;
+    if (key.startsWith('_')) throw invalid(`Search parameter "${key}" is not supported; use _id, _lastUpdated, _count (paging with _after) or ${supported(type)}`);
+    try {
+      criteria.push(parseCriterion(type, key, value));
+    } catch (err) {
+      const message = (err as Error).message;
+      throw invalid(`${message[0]!.toUpperCase()}${message.slice(1)}; supported on ${type}: _id, _lastUpdated, _count (paging with _after)${searchParamNames(type).length ? `, ${supported(type)}` : ''}`);
+    }
   }
   const count = params.has('_count') ? Number(params.get('_count')) : DEFAULT_COUNT;
   if (!Number.isInteger(count) || count < 0 || count > MAX_COUNT) {
     throw invalid(`_count must be an integer from 0 to ${MAX_COUNT}, got "${params.get('_count')}"`);
   }
-  const query: SearchQuery = { count, lastUpdated: params.getAll('_lastUpdated').map(parseLastUpdated) };
+  const query: SearchQuery = { count, lastUpdated: params.getAll('_lastUpdated').map(parseLastUpdated), criteria };
   const ids = params.get('_id');
   if (ids !== null) query.ids = ids.split(',').filter(Boolean);
   const after = params.get('_after');
@@ -46,25 +57,16 @@ export async function search(ctx: OperationContext, type: string, params: URLSea
   };
 }
 
-const PREFIX = /^(eq|gt|ge|lt|le)?(.*)$/s;
+function supported(type: string): string {
+  const names = searchParamNames(type);
+  return names.length ? names.join(', ') : `no other parameter on ${type}`;
+}
 
-/**
- * A FHIR date search value stands for the whole range its precision covers
- * (https://hl7.org/fhir/R4/search.html#date): `eq2024-03` is all of March 2024 (UTC when no zone
- * is given), `gt2024-03` starts in April. Returns the SQL bound for `ts`.
- */
+/** A `_lastUpdated` value (fhir/search-criteria.ts parseDateRange), or 400 saying what is wrong. */
 export function parseLastUpdated(raw: string): DateBound {
-  const [, op = 'eq', text] = PREFIX.exec(raw)!;
-  const value = parseDateTime(text!);
-  // PostgreSQL keeps microseconds: a finer fraction would make an empty range.
-  if (!value || (value.fraction?.length ?? 0) > 6) {
-    throw invalid(`_lastUpdated "${raw}" is not a FHIR date or instant with an optional prefix eq, gt, ge, lt or le`);
+  try {
+    return parseDateRange('_lastUpdated', raw);
+  } catch (err) {
+    throw invalid((err as Error).message);
   }
-  const width = value.fraction !== undefined ? `0.${'0'.repeat(value.fraction.length - 1)}1 seconds`
-    : value.second !== undefined ? '1 second'
-    : value.minute !== undefined ? '1 minute'
-    : value.day !== undefined ? '1 day'
-    : value.month !== undefined ? '1 month'
-    : '1 year';
-  return { op: op as DateBound['op'], start: startInstant(value), width };
 }

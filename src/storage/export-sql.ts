@@ -4,7 +4,8 @@
  * `literal()`; identifiers are quoted with `ident()`.
  *
  * - `_since`/`_until` compare `ts` (= meta.lastUpdated): changed after / before.
- * - `_typeFilter` queries are OR-ed; one query's parameters are AND-ed (`_id`, `_lastUpdated`).
+ * - `_typeFilter` queries are OR-ed; one query's parameters are AND-ed (`_id`, `_lastUpdated`, and
+ *   the search parameters of fhir/search-params.ts, as storage/search-sql.ts writes them).
  * - Patient compartment: some reference at one of the type's compartment paths
  *   (fhir/compartment.ts) is `Patient/<id>` of a patient of the export: every patient (Patient
  *   level) or the job's `export_patient` rows (a Group's members, the `patient` parameter).
@@ -14,10 +15,16 @@
 import { ident } from './db.ts';
 import { tableOf, historyTableOf } from '../fhir/types.ts';
 import type { DateBound } from './resources.ts';
+import type { Criterion } from '../fhir/search-criteria.ts';
+import { criterionSql, literal } from './search-sql.ts';
+
+export { literal };
 
 export interface FilterQuery {
   ids?: string[];
   lastUpdated: DateBound[];
+  /** The other search parameters, each AND-ed. */
+  criteria?: Criterion[];
   /** A query the server cannot honour, kept under `handling=lenient`: it matches nothing. */
   none?: boolean;
 }
@@ -42,12 +49,6 @@ export interface PartQuery {
   ids?: string[];
   /** Root elements to keep (plus the mandatory ones); the resource is tagged SUBSETTED. */
   elements?: string[];
-}
-
-/** A SQL string literal; standard_conforming_strings is on (PostgreSQL's default since 9.1). */
-export function literal(value: string): string {
-  if (value.includes('\0')) throw new Error('a NUL character cannot be inlined in SQL');
-  return `'${value.replaceAll("'", "''")}'`;
 }
 
 const SUBSETTED = `'[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"SUBSETTED"}]'::jsonb`;
@@ -107,6 +108,7 @@ function filterCondition(f: FilterQuery, alias: string): string {
     else if (b.op === 'lt') and.push(`${alias}.ts < ${start}`);
     else and.push(`${alias}.ts < ${end}`);
   }
+  for (const c of f.criteria ?? []) and.push(criterionSql(c, alias));
   return and.length ? `(${and.join(' and ')})` : 'true';
 }
 

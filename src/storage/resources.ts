@@ -8,6 +8,8 @@ import { ident } from './db.ts';
 import { tableOf, historyTableOf } from '../fhir/types.ts';
 import type { Json, ResourceRow } from '../fhir/resource.ts';
 import { instantText, liftSequence, takeVersion, txidAbove, type Version } from './versions.ts';
+import type { Criterion } from '../fhir/search-criteria.ts';
+import { criterionSql } from './search-sql.ts';
 
 /** meta.lastUpdated as FHIR instant, microseconds, UTC; $dump produces the same text. */
 export const LAST_UPDATED = instantText('ts');
@@ -121,6 +123,8 @@ export interface DateBound {
 export interface SearchQuery {
   ids?: string[];
   lastUpdated: DateBound[];
+  /** Other search parameters (storage/search-sql.ts), AND-ed. */
+  criteria?: Criterion[];
   count: number;
   after?: string;
 }
@@ -142,10 +146,11 @@ export async function searchResources(sql: Sql, type: string, query: SearchQuery
     else where.push(`ts < ${end()}`);
   }
   if (query.after !== undefined) where.push(`id > ${param(query.after)}`);
+  for (const c of query.criteria ?? []) where.push(criterionSql(c, 'r'));
   // The one statement of this file whose shape the request decides (which filters, how many
   // _lastUpdated bounds): built as text, unprepared, so no prepared statement is left per shape.
   return await sql.unsafe<ResourceRow[]>(
-    `select ${COLUMNS} from ${ident(tableOf(type))}
+    `select ${COLUMNS} from ${ident(tableOf(type))} r
      ${where.length ? 'where ' + where.join(' and ') : ''} order by id limit ${query.count + 1}`,
     params as never[],
   );
