@@ -47,6 +47,10 @@ describe('routes', () => {
     expect(types).toHaveLength(149);
     const patient = cs.rest[0].resource.find((r: { type: string }) => r.type === 'Patient');
     expect(patient.interaction.map((i: { code: string }) => i.code).sort()).toEqual(['create', 'delete', 'history-instance', 'read', 'search-type', 'update', 'vread']);
-    expect(patient.searchParam.map((p: { name: string }) => p.name)).toEqual(['_id', '_lastUpdated']);
+    expect(patient.searchParam.slice(0, 2).map((p: { name: string }) => p.name)).toEqual(['_id', '_lastUpdated']);
+    expect(patient.searchParam).toContainEqual({ name: 'gender', type: 'token' });
+    expect(patient.searchParam).toContainEqual({ name: 'birthdate', type: 'date' });
+    const client = cs.rest[0].resource.find((r: { type: string }) => r.type === 'Client');
+    expect(client.searchParam.map((p: { name: string }) => p.name)).toEqual(['_id', '_lastUpdated']);
   });
 });
