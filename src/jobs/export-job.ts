@@ -34,6 +34,12 @@ const MAX_ATTEMPTS = 5;
 /** Exports one server runs at once. */
 const MAX_RUNNING = 2;
 const PROGRESS_EVERY_MS = 1000;
+/**
+ * Parts one run works on at once, and COPY connections it holds at most (besides its snapshot):
+ * the Synthea mix is 21 tables under 8 MB, each read by one COPY on one core; two at a time use
+ * the second core (BENCHMARKS.md, $export).
+ */
+const PARALLEL_PARTS = 2;
 
 export function exportKind(deps: KindDeps): JobKind<{ exportId: string }> {
   const { config, log } = deps;
@@ -107,22 +113,57 @@ async function runExport(
       });
       done = emptyParts;
     }
-    let written = exp.exported;
-    for (const [index, part] of parts.entries()) {
-      if (done.includes(index)) continue;
-      if (signal.aborted) return 'stopped';
-      const files = await runPart({ sql, config }, exp.id, params, part, snapshot.id, signal, (n) => progress(written + n));
-      if (signal.aborted) return 'stopped';
-      await job.commit(async (tx) => {
-        await finishPart(tx, exp.id, index, files);
-        return { value: undefined, checkpoint: done.length + 1 };
-      });
-      done = [...done, index];
-      // counted once the part's files are committed (SPEC §14 /metrics)
-      for (const f of files) if (f.kind === 'output' && f.count > 0) resourcesExported.inc({ type: f.type }, f.count);
-      written += files.filter((f) => f.kind === 'output').reduce((n, f) => n + f.count, 0);
-      progress(written);
-    }
+    // Parts run PARALLEL_PARTS at a time, each on COPY connections of its own; a part whose table
+    // is big reads it as two halves only when the second connection is free (copySlots). The parts
+    // of the referenced types wait for the `refs` part, which collects their ids.
+    let committed = exp.exported;
+    const inFlight = new Map<number, number>();
+    const report = () => progress(committed + [...inFlight.values()].reduce((a, b) => a + b, 0));
+    const local = new AbortController();
+    const stop = AbortSignal.any([signal, local.signal]);
+    const slots = copySlots(PARALLEL_PARTS);
+    const refsIndex = parts.findIndex((p) => p.kind === 'refs');
+    let refsDone: Promise<void> = Promise.resolve();
+    let refsResolve: (() => void) | undefined;
+    if (refsIndex >= 0 && !done.includes(refsIndex)) refsDone = new Promise((resolve) => { refsResolve = resolve; });
+    const refTypes = params.level !== 'system' ? new Set(params.refTypes ?? []) : new Set<string>();
+    const queue = [...parts.entries()].filter(([index]) => !done.includes(index));
+    const worker = async (): Promise<void> => {
+      for (let next = queue.shift(); next; next = queue.shift()) {
+        const [index, part] = next;
+        if (part.kind === 'output' && refTypes.has(part.type)) await refsDone;
+        if (stop.aborted) return;
+        const release = await slots.take();
+        let files: PartFile[];
+        try {
+          inFlight.set(index, 0);
+          files = await runPart({ sql, config, slots }, exp.id, params, part, snapshot.id, stop, (n) => { inFlight.set(index, n); report(); });
+        } finally {
+          release();
+        }
+        if (stop.aborted) return;
+        await job.commit(async (tx) => {
+          await finishPart(tx, exp.id, index, files);
+          return { value: undefined, checkpoint: done.length + 1 };
+        });
+        done = [...done, index];
+        inFlight.delete(index);
+        if (index === refsIndex) refsResolve?.();
+        // counted once the part's files are committed (SPEC §14 /metrics)
+        for (const f of files) if (f.kind === 'output' && f.count > 0) resourcesExported.inc({ type: f.type }, f.count);
+        committed += files.filter((f) => f.kind === 'output').reduce((n, f) => n + f.count, 0);
+        report();
+      }
+    };
+    // the first failure stops the other worker; it is the run's error
+    let failure: { error: unknown } | undefined;
+    await Promise.all(Array.from({ length: PARALLEL_PARTS }, () => worker().catch((error: unknown) => {
+      failure ??= { error };
+      local.abort(error);
+      refsResolve?.();
+    })));
+    if (failure) throw failure.error;
+    if (signal.aborted) return 'stopped';
     await job.commit(async (tx) => {
       await endExport(tx, exp.id, { state: 'done' }, config.exportExpiresS);
       return { value: undefined };
@@ -133,10 +174,45 @@ async function runExport(
   }
 }
 
+/** A counting semaphore over the COPY connections of one run. */
+interface CopySlots {
+  /** Waits for a free slot; returns its release. */
+  take(): Promise<() => void>;
+  /** A free slot now, or undefined. */
+  tryTake(): (() => void) | undefined;
+}
+
+function copySlots(size: number): CopySlots {
+  let free = size;
+  const waiting: (() => void)[] = [];
+  const releaser = () => {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
+    };
+  };
+  return {
+    async take() {
+      if (free > 0) { free--; return releaser(); }
+      await new Promise<void>((resolve) => waiting.push(resolve));
+      return releaser();
+    },
+    tryTake() {
+      if (free === 0) return undefined;
+      free--;
+      return releaser();
+    },
+  };
+}
+
 type PartFile = WrittenFile & { kind: 'output' | 'deleted' | 'error'; type: string };
 
 async function runPart(
-  deps: { sql: Sql; config: KindDeps['config'] }, jobId: string, params: ExportParams, part: Part, snapshot: string, signal: AbortSignal, progress: (n: number) => void,
+  deps: { sql: Sql; config: KindDeps['config']; slots: CopySlots }, jobId: string, params: ExportParams, part: Part, snapshot: string, signal: AbortSignal, progress: (n: number) => void,
 ): Promise<PartFile[]> {
   const { sql, config } = deps;
   const maxLines = config.exportFileResources;
@@ -144,30 +220,14 @@ async function runPart(
     case 'output': {
       const query = partQuery(jobId, params, part.type);
       if (params.level !== 'system' && params.refTypes?.includes(part.type)) query.ids = await referencedIds(sql, jobId, part.type);
-      const streams = await openPart(sql, snapshot, query, { split: true });
-      const counts = streams.map(() => 0);
-      // one half failing stops the other: its error is the part's
-      const local = new AbortController();
-      const halves = AbortSignal.any([signal, local.signal]);
-      const files = await Promise.all(streams.map(async (stream, half) => {
-        const splitter = await fileSplitter(config.exportDir, jobId, {
-          maxLines,
-          nameOf: (i) => `${part.type}.${String(i * streams.length + half).padStart(3, '0')}.ndjson`,
-        });
-        try {
-          await writeCopy(stream, part.type, halves, async (chunk) => {
-            await splitter.write(chunk);
-            counts[half] = splitter.lines;
-            progress(counts.reduce((a, b) => a + b, 0));
-          });
-        } catch (err) {
-          local.abort(err);
-          await splitter.close().catch(() => {});
-          throw err;
-        }
-        return splitter.close();
-      }));
-      return files.flat().sort((a, b) => a.name.localeCompare(b.name)).map((f) => ({ ...f, kind: 'output', type: part.type }));
+      // the second half's connection is held until the part is done
+      let second: (() => void) | undefined;
+      try {
+        const streams = await openPart(sql, snapshot, query, { split: () => (second = deps.slots.tryTake()) !== undefined });
+        return await writeOutput(config, jobId, part.type, streams, signal, progress);
+      } finally {
+        second?.();
+      }
     }
     case 'deleted': {
       const splitter = await fileSplitter(config.exportDir, jobId, { maxLines, nameOf: (i) => `${part.type}.deleted.${String(i).padStart(3, '0')}.ndjson` });
@@ -194,6 +254,36 @@ async function runPart(
       return (await splitter.close()).map((f) => ({ ...f, kind: 'error', type: 'OperationOutcome' }));
     }
   }
+}
+
+/** The COPY streams of an output part → its files: one series per stream (half), `<Type>.<nnn>.ndjson`. */
+async function writeOutput(
+  config: KindDeps['config'], jobId: string, type: string, streams: ReadableStream<Uint8Array>[], signal: AbortSignal, progress: (n: number) => void,
+): Promise<PartFile[]> {
+  const maxLines = config.exportFileResources;
+  const counts = streams.map(() => 0);
+  // one half failing stops the other: its error is the part's
+  const local = new AbortController();
+  const halves = AbortSignal.any([signal, local.signal]);
+  const files = await Promise.all(streams.map(async (stream, half) => {
+    const splitter = await fileSplitter(config.exportDir, jobId, {
+      maxLines,
+      nameOf: (i) => `${type}.${String(i * streams.length + half).padStart(3, '0')}.ndjson`,
+    });
+    try {
+      await writeCopy(stream, type, halves, async (chunk) => {
+        await splitter.write(chunk);
+        counts[half] = splitter.lines;
+        progress(counts.reduce((a, b) => a + b, 0));
+      });
+    } catch (err) {
+      local.abort(err);
+      await splitter.close().catch(() => {});
+      throw err;
+    }
+    return splitter.close();
+  }));
+  return files.flat().sort((a, b) => a.name.localeCompare(b.name)).map((f) => ({ ...f, kind: 'output' as const, type }));
 }
 
 /** COPY tuples → `$dump` lines → `write`, one chunk at a time (the file's pace drives the COPY). */

@@ -68,13 +68,14 @@ async function onSnapshot(sql: Sql, snapshot: string): Promise<StreamConnection>
 
 /**
  * Binary COPYs of `select id, txid, ts, resource` for the part, on the snapshot: one, or two over
- * halves of the table's pages when it is big (two PostgreSQL backends turn jsonb into text in
- * parallel, as for $dump). Each stream releases its connection when it ends or is cancelled.
+ * halves of the table's pages when it is big and `split()` says a second connection may be used
+ * (two PostgreSQL backends turn jsonb into text in parallel, as for $dump). Each stream releases
+ * its connection when it ends or is cancelled.
  */
-export async function openPart(sql: Sql, snapshot: string, q: PartQuery, options: { split: boolean }): Promise<ReadableStream<Uint8Array>[]> {
+export async function openPart(sql: Sql, snapshot: string, q: PartQuery, options: { split: () => boolean }): Promise<ReadableStream<Uint8Array>[]> {
   const [size] = await sql`select pg_relation_size(${ident(tableOf(q.type))}::regclass)::float8 as bytes,
     current_setting('block_size')::int as block`;
-  const halves = options.split && Number(size!.bytes) >= SPLIT_MIN_BYTES ? 2 : 1;
+  const halves = Number(size!.bytes) >= SPLIT_MIN_BYTES && options.split() ? 2 : 1;
   if (halves === 1) {
     return [await copyOut(sql, `copy (${partSelect(q)}) to stdout (format binary)`, { connection: await onSnapshot(sql, snapshot), reuseBuffer: true })];
   }
