@@ -18,7 +18,7 @@ const cases: Case[] = [
   ['missing resource', 404, () => server.request('/Patient/none')],
   ['malformed JSON', 400, () => server.request('/Patient', { method: 'POST', ...json('{"a":') })],
   ['malformed YAML', 400, () => server.request('/Patient', { method: 'POST', body: '[', headers: { 'content-type': 'text/yaml' } })],
-  ['bad search parameter', 400, () => server.request('/Patient?family=x')],
+  ['bad search parameter', 400, () => server.request('/Patient?nickname=x')],
   ['BulkImportStatus write', 405, () => server.request('/BulkImportStatus/x', { method: 'PUT', ...json('{}') })],
   ['POST over an existing id', 409, () => server.request('/Patient', { method: 'POST', ...json('{"id": "exists"}') })],
   ['wrong content type', 415, () => server.request('/Patient', { method: 'POST', body: '{}', headers: { 'content-type': 'text/plain' } })],
