@@ -2,6 +2,7 @@
  * fhirhose as a real child process running `npm start`'s entry point on a real port: for tests
  * that kill it, or that need to see it survive what happens to its database.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { basic, ROOT_SECRET } from './server.ts';
 import type { waitFor } from './import-sources.ts';
@@ -16,7 +17,11 @@ export async function spawnServer(databaseUrl: string, port: number, env: Record
     cwd: ROOT,
     env: {
       ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', FHIRHOSE_ROOT_SECRET: ROOT_SECRET,
-      FHIRHOSE_LOG: 'info', ...env,
+      FHIRHOSE_LOG: 'info',
+      // one export folder per database (servers of one database share it, as replicas do; a server
+      // sweeps the folders its database does not know, so other databases' servers must not see them)
+      FHIRHOSE_EXPORT_DIR: path.join(os.tmpdir(), `fhirhose-exports-${new URL(databaseUrl).pathname.slice(1)}`),
+      ...env,
     },
     stdout: 'pipe',
     stderr: 'pipe',

@@ -21,7 +21,11 @@ export function basic(id: string, secret: string): string {
 /** `log` receives the server's log lines (otherwise FHIRHOSE_LOG decides, quiet by default). */
 export async function startTestServer(env: Record<string, string> = {}, options: { log?: (line: string) => void } = {}): Promise<TestServer> {
   const importRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-import-'));
+  // each server's own: a server sweeps the export folders its database does not know, so servers
+  // on other databases sharing ./data/exports removed each other's files mid-test
+  const exportDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-exports-'));
   const config = loadConfig({
+    FHIRHOSE_EXPORT_DIR: exportDir,
     PORT: '0',
     HOST: '127.0.0.1',
     DATABASE_URL: await freshDatabase(),
@@ -39,6 +43,7 @@ export async function startTestServer(env: Record<string, string> = {}, options:
     async stop() {
       await server.stop();
       fs.rmSync(importRoot, { recursive: true, force: true });
+      fs.rmSync(exportDir, { recursive: true, force: true });
     },
     request(pathname, init = {}) {
       const { auth = basic('root', ROOT_SECRET), json, yaml: _yaml, ...rest } = init;
