@@ -183,8 +183,7 @@ export function createApp(deps: AppDeps): Hono {
     await deleteExportJob(ctx(c), exportCaller(c), c.req.param('id'));
     return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'Export deleted; its files are gone' }] });
   });
-  // under the bulk gate and the slow-reader cut like $dump (SPEC §10): a download holds its slot until its body ends
-  api.get('/$export-file/:id/:name', gate, async (c) => {
+  api.get('/$export-file/:id/:name', async (c) => {
     const served = await exportDownload(ctx(c), exportCaller(c), c.req.param('id'), c.req.param('name'), {
       acceptEncoding: c.req.header('accept-encoding'), range: c.req.header('range'), ifRange: c.req.header('if-range'), ifNoneMatch: c.req.header('if-none-match'),
     });

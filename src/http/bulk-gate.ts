@@ -1,6 +1,6 @@
 /**
- * The cap on concurrent bulk operations (SPEC §10 "two connection pools"): `$dump`, `$dump-sql`,
- * `$load` and `$export` file downloads take a slot for as long as their response body streams. At most
+ * The cap on concurrent bulk operations (SPEC §10 "two connection pools"): `$dump`, `$dump-sql`
+ * and `$load` requests take a slot for as long as their response body streams. At most
  * FHIRHOSE_BULK_CONCURRENCY run at once; up to FHIRHOSE_BULK_QUEUE more wait, each for at most
  * FHIRHOSE_BULK_QUEUE_WAIT_MS; past that a request gets 503 with `Retry-After` at once. Waiting
  * costs nothing but the socket: no connection is taken before the slot.
