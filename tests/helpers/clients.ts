@@ -1,6 +1,6 @@
 /** Clients and AccessPolicies for auth tests, written through the API as root (`PUT /`). */
 import { expect } from 'bun:test';
-import { basic, type TestServer } from './server.ts';
+import { basic, ROOT_SECRET, type TestServer } from './server.ts';
 
 export interface TestClient {
   id: string;
@@ -34,4 +34,22 @@ export async function clearPolicies(server: TestServer): Promise<void> {
     const del = await server.request(`/AccessPolicy/${e.resource.id}`, { method: 'DELETE' });
     expect(del.status).toBe(204);
   }
+}
+
+/**
+ * One `$dump` read at full speed by a `curl` process (its own core, not this test's event loop):
+ * the HTTP status and the number of body lines.
+ */
+export async function curlDump(url: string): Promise<{ status: number; lines: number }> {
+  const curl = Bun.spawn(['curl', '-sS', '-H', `authorization: ${basic('root', ROOT_SECRET)}`, '-H', 'accept-encoding: identity',
+    '-w', '\n%{http_code}', url], { stdout: 'pipe', stderr: 'pipe' });
+  let newlines = 0;
+  let tail = '';
+  for await (const chunk of curl.stdout) {
+    for (const byte of chunk) if (byte === 0x0a) newlines++;
+    tail = (tail + Buffer.from(chunk.subarray(-8)).toString('latin1')).slice(-8);
+  }
+  await curl.exited;
+  // the body's lines, then `\n<status>` written by -w
+  return { status: Number(tail.slice(tail.lastIndexOf('\n') + 1)), lines: newlines - 1 };
 }

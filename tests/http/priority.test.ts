@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { Hono } from 'hono';
 import { priority } from '../../src/http/priority.ts';
-import { startTestServer, basic, ROOT_SECRET, type TestServer } from '../helpers/server.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { curlDump } from '../helpers/clients.ts';
 import { running } from '../operations/dump-helpers.ts';
 import { within } from '../helpers/wait.ts';
 
@@ -94,17 +95,8 @@ describe('a CRUD read while eight $dumps stream at full speed', () => {
     // real clients in processes of their own, reading as fast as they can
     const client = async () => {
       while (!stop) {
-        const curl = Bun.spawn(['curl', '-sS', '-H', `authorization: ${basic('root', ROOT_SECRET)}`, '-H', 'accept-encoding: identity',
-          '-w', '\n%{http_code}', `${server.url}/Patient/$dump`], { stdout: 'pipe', stderr: 'pipe' });
-        let newlines = 0;
-        let tail = '';
-        for await (const chunk of curl.stdout) {
-          for (const byte of chunk) if (byte === 0x0a) newlines++;
-          tail = (tail + Buffer.from(chunk.subarray(-8)).toString('latin1')).slice(-8);
-        }
-        await curl.exited;
-        // the body's lines, then `\n<status>` written by -w
-        dumps.push({ status: tail.slice(tail.lastIndexOf('\n') + 1), lines: newlines - 1 });
+        const { status, lines } = await curlDump(`${server.url}/Patient/$dump`);
+        dumps.push({ status: String(status), lines });
       }
     };
     const clients = Array.from({ length: 8 }, client);

@@ -14,6 +14,7 @@ import { spawnServer, client, type Child } from '../helpers/child-server.ts';
 import { patients, startImport, startSourceServer, waitFor, type SourceServer } from '../helpers/import-sources.ts';
 import { NEIGHBOUR_BOUND_MS } from '../helpers/neighbour.ts';
 import { basic, ROOT_SECRET, type TestServer } from '../helpers/server.ts';
+import { curlDump } from '../helpers/clients.ts';
 import { dechunk, rawGet, running } from './dump-helpers.ts';
 import { sampleRss } from '../helpers/rss.ts';
 import { within } from '../helpers/wait.ts';
@@ -93,18 +94,8 @@ function badBytes(): Uint8Array {
  * One full-speed `$dump` of Observation by curl, a process of its own (reading 18 MB here would
  * take this process's event loop from the source server it also runs): its status and its lines.
  */
-async function fastDump(): Promise<{ status: number; lines: number }> {
-  const curl = Bun.spawn(['curl', '-sS', '-H', `authorization: ${basic('root', ROOT_SECRET)}`, '-H', 'accept-encoding: identity',
-    '-w', '\n%{http_code}', `${child.url}/Observation/$dump`], { stdout: 'pipe', stderr: 'pipe' });
-  let newlines = 0;
-  let tail = '';
-  for await (const chunk of curl.stdout) {
-    for (const byte of chunk) if (byte === 0x0a) newlines++;
-    tail = (tail + Buffer.from(chunk.subarray(-8)).toString('latin1')).slice(-8);
-  }
-  await curl.exited;
-  // the body's lines, then `\n<status>` written by -w
-  return { status: Number(tail.slice(tail.lastIndexOf('\n') + 1)), lines: newlines - 1 };
+function fastDump(): Promise<{ status: number; lines: number }> {
+  return curlDump(`${child.url}/Observation/$dump`);
 }
 
 /** Waits for the server to cut the readers that read nothing, then takes what they were sent. */
