@@ -18,10 +18,12 @@ function failuresOf(file: string): string[] {
   });
 }
 
-// The first validation compiles the whole R4 schema: about 2 s, more on a busy machine.
+// The first validation compiles the whole R4 schema: about 2 s idle, but it is one long burst of
+// allocation in a process that holds the whole suite's heap, and beside two CPU burners it took
+// over 60 s once. A bound, not an expectation.
 beforeAll(() => {
   validateStruct({ resourceType: 'Patient' });
-}, 60_000);
+}, 240_000);
 
 describe('validateStruct accepts real Synthea data', () => {
   for (const name of ['AllergyIntolerance.000.ndjson', 'Patient.000.ndjson']) {
