@@ -10,7 +10,7 @@
  */
 import { ident } from '../../src/storage/db.ts';
 import { tableOf } from '../../src/fhir/types.ts';
-import { countLines, rawDump, rawLoad } from './raw.ts';
+import { countLines, processSeconds, rawDump, rawLoad } from './raw.ts';
 import { rateLine } from './trial.ts';
 import { fillPatients, fmt, median, timed, truncate, type BenchEnv } from './common.ts';
 
@@ -54,10 +54,14 @@ async function compare(env: BenchEnv, types: string[], rows: number): Promise<vo
   // one untimed round of each (JIT warm-up), then the timed rounds in rotating order
   for (const [, fn] of variants) await fn();
   env.server.resetPeak();
+  // the server's own CPU (not PostgreSQL's): less noisy than the wall time on a shared machine
+  const serverCpu = { raw2: 0, dump: 0, export: 0 };
   for (let round = 0; round < env.rounds; round++) {
     for (let i = 0; i < variants.length; i++) {
       const [name, fn] = variants[(round + i) % variants.length]!;
+      const cpu0 = processSeconds(env.server.pid);
       seconds[name].push(await timed(fn));
+      serverCpu[name] += processSeconds(env.server.pid) - cpu0;
     }
   }
   const ratio = (a: number[], b: number[]) => median(a) / median(b);
@@ -69,6 +73,7 @@ async function compare(env: BenchEnv, types: string[], rows: number): Promise<vo
   print(rateLine('$export: kick-off → last file (gzip)', rows, seconds.export));
   print(`${'$export / $dump'.padEnd(40)} ${verdict(ratio(seconds.dump, seconds.export))}`);
   print(`${'$export / raw, 2 connections (limit)'.padEnd(40)} ${verdict(ratio(seconds.raw2, seconds.export))}`);
+  print(`server CPU s per round: $dump ${fmt(serverCpu.dump / env.rounds, 2)}, $export ${fmt(serverCpu.export / env.rounds, 2)}`);
   print(`server peak RSS during these rounds: ${fmt(env.server.peakMb())} MB`);
   print('```');
   print();

@@ -183,16 +183,31 @@ export interface GzipWriter {
 }
 
 /**
+ * Input is handed to the compressor in blocks of this size, and it hands its output back in
+ * chunks of OUTPUT_CHUNK: each call into node:zlib crosses to its thread and back, and with the
+ * `$dump` line writer's ~64 KiB chunks and zlib's 16 KiB default output, that crossing cost as
+ * much as the compression itself. Measured in Bun 1.4.5 on 258 MB of the bench's Synthea mix at
+ * level 1 (scripts/bench/probe-files.ts): 64 KiB in / 16 KiB out 1.8–2.0 s, 1 MiB in / 256 KiB
+ * out 0.9–1.1 s, one `gzipSync` of the whole 0.9–1.6 s.
+ */
+const INPUT_BLOCK = 1024 * 1024;
+const OUTPUT_CHUNK = 256 * 1024;
+
+/**
  * Push-side gzip for files the server writes itself (`$export`): compressed bytes go to `sink` in
  * order, one `sink` call at a time. node:zlib at level 1, because on the export path compression
  * is the biggest cost after PostgreSQL's: measured in Bun 1.4.5 on 31 MB of Synthea ndjson in
  * 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib level 6 104–114 ms, level 1
- * 45–57 ms for a file 1.6× bigger.
+ * 45–57 ms for a file 1.6× bigger. Written bytes are copied into a block of INPUT_BLOCK first
+ * (the caller may reuse its buffer once `write` resolves); memory stays at one block and the
+ * compressor's window per writer.
  */
 export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1): GzipWriter {
-  const gzip = zlib.createGzip({ level });
+  const gzip = zlib.createGzip({ level, chunkSize: OUTPUT_CHUNK });
   let failure: unknown;
   let pending = Promise.resolve();
+  let block = Buffer.allocUnsafe(INPUT_BLOCK);
+  let filled = 0;
   gzip.on('data', (chunk: Buffer) => {
     gzip.pause();
     pending = pending.then(() => sink(chunk)).then(() => { gzip.resume(); }, (err) => { failure ??= err; gzip.destroy(err as Error); });
@@ -202,13 +217,30 @@ export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1
     gzip.once('error', (err) => reject(failure ?? err));
   });
   ended.catch(() => {});
+  async function flush(): Promise<void> {
+    if (filled === 0) return;
+    const full = block.subarray(0, filled);
+    // zlib keeps the buffer until it has read it: a fresh block for the next bytes
+    block = Buffer.allocUnsafe(INPUT_BLOCK);
+    filled = 0;
+    if (!gzip.write(full)) await Promise.race([new Promise((r) => gzip.once('drain', r)), ended]);
+  }
   return {
     async write(chunk) {
       if (failure !== undefined) throw failure;
-      if (!gzip.write(chunk)) await Promise.race([new Promise((r) => gzip.once('drain', r)), ended]);
-      if (failure !== undefined) throw failure;
+      let from = 0;
+      while (from < chunk.length) {
+        const n = Math.min(chunk.length - from, INPUT_BLOCK - filled);
+        block.set(chunk.subarray(from, from + n), filled);
+        filled += n;
+        from += n;
+        if (filled === INPUT_BLOCK) await flush();
+        if (failure !== undefined) throw failure;
+      }
     },
     async close() {
+      if (failure !== undefined) throw failure;
+      await flush();
       gzip.end();
       await ended;
       await pending;

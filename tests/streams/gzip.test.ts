@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
-import { RATIO_FLOOR, gunzipIfNeeded, gzipStream } from '../../src/streams/gzip.ts';
+import { RATIO_FLOOR, gunzipIfNeeded, gzipStream, gzipWriter } from '../../src/streams/gzip.ts';
 import { within } from '../helpers/wait.ts';
 
 const encoder = new TextEncoder();
@@ -170,5 +170,48 @@ describe('gzipStream', () => {
 
   test('compresses an empty input to a valid empty gzip', async () => {
     expect(Bun.gunzipSync(await bytesOf(gzipStream(streamOf([]))))).toEqual(new Uint8Array(0));
+  });
+});
+
+describe('gzipWriter', () => {
+  // ~3.3 MB of ndjson: several of the writer's 1 MiB input blocks, plus a partial one
+  const big = encoder.encode(Array.from({ length: 40_000 }, (_, i) => `{"resourceType":"Observation","id":"o${i}","valueQuantity":{"value":${i * 1.5}}}`).join('\n') + '\n');
+
+  async function written(chunks: Uint8Array[], reuse = false): Promise<Buffer<ArrayBuffer>> {
+    const out: Uint8Array[] = [];
+    const writer = gzipWriter(async (bytes) => { out.push(bytes.slice()); });
+    const scratch = new Uint8Array(Math.max(1, ...chunks.map((c) => c.length)));
+    for (const chunk of chunks) {
+      if (!reuse) { await writer.write(chunk); continue; }
+      // the caller writes from one buffer it overwrites as soon as write resolves
+      scratch.set(chunk);
+      await writer.write(scratch.subarray(0, chunk.length));
+      scratch.fill(0x21);
+    }
+    await writer.close();
+    return Buffer.concat(out);
+  }
+
+  test('one gzip member whatever the write sizes: tiny, odd, larger than the input block', async () => {
+    for (const size of [1, 777, 65_536, 3_000_000]) {
+      const gz = await written(chunked(big.subarray(0, size === 1 ? 20_000 : big.length), size));
+      expect({ size, same: Buffer.from(Bun.gunzipSync(gz)).equals(Buffer.from(big.subarray(0, size === 1 ? 20_000 : big.length))) }).toEqual({ size, same: true });
+      // a single member: its trailer (CRC, length) ends the file, nothing follows it
+      expect(new DataView(gz.buffer, gz.byteOffset + gz.length - 4).getUint32(0, true)).toBe((size === 1 ? 20_000 : big.length) >>> 0);
+    }
+  });
+
+  test('a caller that reuses its buffer once write resolves does not change what was written', async () => {
+    expect(Buffer.from(Bun.gunzipSync(await written(chunked(big, 50_000), true))).equals(Buffer.from(big))).toBe(true);
+  });
+
+  test('nothing written is a valid empty gzip', async () => {
+    expect(Bun.gunzipSync(await written([]))).toEqual(new Uint8Array(0));
+  });
+
+  test('a failing sink fails write or close with its error', async () => {
+    const writer = gzipWriter(async () => { throw new Error('disk full'); });
+    const attempt = async () => { for (const chunk of chunked(big, 100_000)) await writer.write(chunk); await writer.close(); };
+    await expect(attempt()).rejects.toThrow('disk full');
   });
 });
