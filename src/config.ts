@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import path from 'node:path';
+import { isDnsServer } from './streams/resolve.ts';
 
 function int(def: number, min = 0, max = Number.MAX_SAFE_INTEGER) {
   const error = max === Number.MAX_SAFE_INTEGER ? `must be a whole number, at least ${min}` : `must be a whole number from ${min} to ${max}`;
@@ -21,6 +22,13 @@ const urlPrefixes = z
   .string()
   .transform((v) => v.split(/[\s,]+/).filter(Boolean))
   .refine((list) => list.every((p) => URL.canParse(p) && /^https?:$/.test(new URL(p).protocol)), 'must be http(s) URL prefixes separated by commas or spaces')
+  .optional();
+
+/** Comma- or space-separated DNS servers: `ip`, `ip:port` or `[ipv6]:port`. */
+const dnsServers = z
+  .string()
+  .transform((v) => v.split(/[\s,]+/).filter(Boolean))
+  .refine((list) => list.length > 0 && list.every(isDnsServer), 'must be DNS server addresses (ip, ip:port or [ipv6]:port) separated by commas or spaces')
   .optional();
 
 /**
@@ -72,6 +80,7 @@ const schema = z.object({
   FHIRHOSE_SOURCE_RATE_WINDOW: seconds(60),
   FHIRHOSE_SOURCE_ALLOW: urlPrefixes,
   FHIRHOSE_SOURCE_AUTHORIZATION: originAuthorizations,
+  FHIRHOSE_DNS_SERVERS: dnsServers,
   FHIRHOSE_MAX_SOURCE_BYTES: int(50 * 1000 ** 3, 1024),
   FHIRHOSE_MAX_COMPRESSION_RATIO: int(200, 2),
   FHIRHOSE_JOB_CONCURRENCY: int(4, 1, 64),
@@ -150,6 +159,8 @@ export interface SourceLimits {
   /** URL prefixes an http(s) source must match; undefined: any host but link-local/metadata. */
   allow?: string[];
   connectTimeoutMs: number;
+  /** Resolvers of outbound names (FHIRHOSE_DNS_SERVERS); undefined: the system's. */
+  dnsServers?: string[];
   stallTimeoutMs: number;
   /** Bytes per second over each `rateWindowMs` of waiting for the source. */
   minRate: number;
@@ -189,6 +200,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sources: {
       allow: e.FHIRHOSE_SOURCE_ALLOW,
       connectTimeoutMs: e.FHIRHOSE_SOURCE_CONNECT_TIMEOUT,
+      dnsServers: e.FHIRHOSE_DNS_SERVERS,
       stallTimeoutMs: e.FHIRHOSE_SOURCE_STALL_TIMEOUT,
       minRate: e.FHIRHOSE_SOURCE_MIN_RATE,
       rateWindowMs: e.FHIRHOSE_SOURCE_RATE_WINDOW,

@@ -34,6 +34,12 @@ describe('config: happy', () => {
     });
   });
 
+  test('FHIRHOSE_DNS_SERVERS: unset is the system resolver; a comma or space list of ip, ip:port and [ipv6]:port', () => {
+    expect(loadConfig({}).sources.dnsServers).toBeUndefined();
+    expect(loadConfig({ FHIRHOSE_DNS_SERVERS: '10.0.0.2, 127.0.0.1:5353  [::1]:53,fd00::53' }).sources.dnsServers)
+      .toEqual(['10.0.0.2', '127.0.0.1:5353', '[::1]:53', 'fd00::53']);
+  });
+
   test('defaults of the $export settings', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ exportDir: path.resolve('./data/exports'), exportFileResources: 100_000, exportExpiresS: 86_400 });
@@ -72,6 +78,9 @@ describe('config: errors', () => {
     [{ FHIRHOSE_SOURCE_STALL_TIMEOUT: '0' }, 'Invalid configuration: FHIRHOSE_SOURCE_STALL_TIMEOUT="0" must be a number of seconds, more than 0'],
     [{ FHIRHOSE_SOURCE_CONNECT_TIMEOUT: 'soon' }, 'Invalid configuration: FHIRHOSE_SOURCE_CONNECT_TIMEOUT="soon" must be a number of seconds, more than 0'],
     [{ FHIRHOSE_SOURCE_ALLOW: 'ftp://a.org/, http://b.org/' }, 'Invalid configuration: FHIRHOSE_SOURCE_ALLOW="ftp://a.org/, http://b.org/" must be http(s) URL prefixes separated by commas or spaces'],
+    [{ FHIRHOSE_DNS_SERVERS: 'dns.example.org' }, 'Invalid configuration: FHIRHOSE_DNS_SERVERS="dns.example.org" must be DNS server addresses (ip, ip:port or [ipv6]:port) separated by commas or spaces'],
+    [{ FHIRHOSE_DNS_SERVERS: '10.0.0.2, 127.0.0.1:70000' }, 'Invalid configuration: FHIRHOSE_DNS_SERVERS="10.0.0.2, 127.0.0.1:70000" must be DNS server addresses (ip, ip:port or [ipv6]:port) separated by commas or spaces'],
+    [{ FHIRHOSE_DNS_SERVERS: '[10.0.0.2]:53' }, 'Invalid configuration: FHIRHOSE_DNS_SERVERS="[10.0.0.2]:53" must be DNS server addresses (ip, ip:port or [ipv6]:port) separated by commas or spaces'],
     [{ FHIRHOSE_MAX_COMPRESSION_RATIO: '1' }, 'Invalid configuration: FHIRHOSE_MAX_COMPRESSION_RATIO="1" must be a whole number, at least 2'],
     [{ FHIRHOSE_BASE_URL: 'fhir.example.org' }, 'Invalid configuration: FHIRHOSE_BASE_URL="fhir.example.org" must be an absolute http(s) URL'],
     [{ FHIRHOSE_EXPORT_FILE_RESOURCES: '0' }, 'Invalid configuration: FHIRHOSE_EXPORT_FILE_RESOURCES="0" must be a whole number, at least 1'],

@@ -6,13 +6,14 @@
  *
  * Loopback and private addresses are allowed by default: a source on the same machine or network
  * is the common case (and the tests' sources listen on 127.0.0.1). The check resolves the name
- * itself, so a name pointing at 169.254.169.254 is refused like the address; a DNS answer that
- * changes between this check and the connection (rebinding) is not caught: where users are not
- * trusted, set FHIRHOSE_SOURCE_ALLOW to the hosts they may read.
+ * itself, so a name pointing at 169.254.169.254 is refused like the address, and the connection is
+ * pinned to the checked addresses: `fetch` is given the IP, with the name in the `Host` header and,
+ * for https, as the TLS server name (SNI and the certificate check), so a DNS answer that changes
+ * between the check and the connection (rebinding) is never asked for.
  */
-import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
+import { resolveAddresses, ResolveError } from './resolve.ts';
 
 export const MAX_REDIRECTS = 5;
 
@@ -20,6 +21,8 @@ export interface OutboundLimits {
   /** URL prefixes; undefined: any http(s) URL not refused by address. */
   allow?: string[];
   connectTimeoutMs: number;
+  /** FHIRHOSE_DNS_SERVERS; undefined: the system resolver. */
+  dnsServers?: string[];
 }
 
 /** Names of metadata services that must never be fetched, whatever they resolve to. */
@@ -39,8 +42,8 @@ export async function fetchConfined(
 ): Promise<{ response: Response; url: URL }> {
   let current = url;
   for (let hop = 0; ; hop++) {
-    await checkDestination(current, limits, init.describe);
-    const response = await fetchWithin(current, limits.connectTimeoutMs, init);
+    const addresses = await checkDestination(current, limits, init.describe);
+    const response = await fetchWithin(current, addresses, limits.connectTimeoutMs, init);
     const location = response.headers.get('location');
     if (response.status < 300 || response.status > 399 || location === null) return { response, url: current };
     await response.body?.cancel().catch(() => {});
@@ -62,9 +65,10 @@ export async function fetchConfined(
 
 /**
  * Refuses `url` unless it is http(s), matches an allowed prefix (when a list is set), and its host
- * is not a metadata name and resolves to no link-local or metadata address.
+ * is not a metadata name and resolves to no link-local or metadata address. Returns the addresses
+ * checked: the only ones the request may connect to.
  */
-export async function checkDestination(url: URL, limits: OutboundLimits, describe: (what: string) => string): Promise<void> {
+export async function checkDestination(url: URL, limits: OutboundLimits, describe: (what: string) => string): Promise<string[]> {
   const refuse = (why: string) => new OperationOutcomeError('forbidden', describe(`${displayUrl(url)} ${why}`));
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw refuse('is not an http(s) URL');
   if (limits.allow !== undefined && !limits.allow.some((prefix) => matchesPrefix(url, prefix))) {
@@ -73,17 +77,15 @@ export async function checkDestination(url: URL, limits: OutboundLimits, describ
   const host = url.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
   if (METADATA_NAMES.has(host)) throw refuse('is a cloud metadata service');
   let addresses: string[];
-  if (isIP(host)) {
-    addresses = [host];
-  } else {
-    try {
-      addresses = (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
-    } catch (error) {
-      throw new OperationOutcomeError('bad-gateway', describe(`${displayUrl(url)} is unreachable (${(error as { code?: string }).code ?? 'DNS lookup failed'})`));
-    }
+  try {
+    addresses = await resolveAddresses(host, limits.dnsServers);
+  } catch (error) {
+    const code = error instanceof ResolveError ? error.code : 'DNS lookup failed';
+    throw new OperationOutcomeError('bad-gateway', describe(`${displayUrl(url)} is unreachable (${code})`));
   }
   const bad = addresses.find(isForbiddenAddress);
   if (bad !== undefined) throw refuse(`resolves to ${bad}, a link-local or cloud metadata address`);
+  return addresses;
 }
 
 /** Link-local (169.254.0.0/16, fe80::/10, where the metadata services live) and known metadata addresses. */
@@ -146,15 +148,35 @@ export interface FetchInit {
   describe: (what: string) => string;
 }
 
-async function fetchWithin(url: URL, timeoutMs: number, init: FetchInit): Promise<Response> {
+/** Connection failures after which the next checked address is tried: nothing was sent. */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ConnectionRefused', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+/**
+ * Fetches `url` from one of `addresses` (those checked), in order: the next is tried only when a
+ * connection to one could not be made. One connect timeout covers all of them.
+ */
+async function fetchWithin(url: URL, addresses: string[], timeoutMs: number, init: FetchInit): Promise<Response> {
   const connect = new AbortController();
   const timer = setTimeout(() => connect.abort(new Error('connect timeout')), timeoutMs);
   const signal = init.signal ? AbortSignal.any([init.signal, connect.signal]) : connect.signal;
+  const headers: Record<string, string> = { ...init.headers };
+  delete headers.authorization;
+  if (init.credential?.origins.includes(url.origin)) headers.authorization = init.credential.authorization;
   try {
-    const headers: Record<string, string> = { ...init.headers };
-    delete headers.authorization;
-    if (init.credential?.origins.includes(url.origin)) headers.authorization = init.credential.authorization;
-    return await fetch(url, { method: init.method ?? 'GET', signal, redirect: 'manual', headers, ...(init.body !== undefined && { body: init.body }) });
+    for (let i = 0; ; i++) {
+      const { target, host, serverName } = pinned(url, addresses[i]!);
+      try {
+        return await fetch(target, {
+          method: init.method ?? 'GET', signal, redirect: 'manual',
+          headers: host === undefined ? headers : { ...headers, host },
+          ...(serverName !== undefined && { tls: { serverName } }),
+          ...(init.body !== undefined && { body: init.body }),
+        });
+      } catch (error) {
+        const code = (error as { code?: unknown } | undefined)?.code;
+        if (signal.aborted || i === addresses.length - 1 || typeof code !== 'string' || !NOT_CONNECTED.has(code)) throw error;
+      }
+    }
   } catch (error) {
     if (init.signal?.aborted) throw init.signal.reason;
     if (connect.signal.aborted) {
@@ -166,6 +188,19 @@ async function fetchWithin(url: URL, timeoutMs: number, init: FetchInit): Promis
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * `url` with its host replaced by the checked `address`, so `fetch` resolves nothing; the name
+ * travels in the `Host` header and, for https, as the TLS server name: Bun sends it as SNI and
+ * verifies the certificate against it, not against the IP (tests/operations/load-pinned.test.ts).
+ */
+function pinned(url: URL, address: string): { target: URL; host?: string; serverName?: string } {
+  const name = url.hostname.replace(/\.$/, '');
+  if (isIP(url.hostname.replace(/^\[|\]$/g, ''))) return { target: url };
+  const target = new URL(url);
+  target.hostname = isIP(address) === 6 ? `[${address}]` : address;
+  return { target, host: url.host, ...(url.protocol === 'https:' && { serverName: name }) };
 }
 
 /** Without credentials or query string: pre-signed URLs carry secrets, and messages are stored. */

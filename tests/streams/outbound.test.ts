@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
 import { MAX_REDIRECTS, checkDestination, fetchConfined, isForbiddenAddress } from '../../src/streams/outbound.ts';
+import { startDnsServer } from '../helpers/dns.ts';
 
 const describe = (what: string) => `Cannot load "x": ${what}`;
 const open = { connectTimeoutMs: 2000 };
@@ -74,4 +75,22 @@ test(`redirects are followed by hand up to ${MAX_REDIRECTS} times, then refused`
   const error = await refusal(fetchConfined(new URL(`${base}/loop/${9 - MAX_REDIRECTS}`), open, { describe }));
   expect(error.code).toBe('bad-gateway');
   expect(error.message).toContain(`redirected more than ${MAX_REDIRECTS} times`);
+});
+
+test('a name is fetched from the addresses its one answer gave: the next is tried when the first refuses the connection', async () => {
+  // 127.0.0.3: nothing listens on the port there (ECONNREFUSED); then the real server
+  const dns = await startDnsServer((name) => (name === 'two.test' ? ['127.0.0.3', '127.0.0.1', '::1'] : []));
+  try {
+    const limits = { ...open, dnsServers: [dns.address] };
+    const { response, url } = await fetchConfined(new URL(`http://two.test:${server.port}/loop/10`), limits, { describe });
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe('{"ok":true}\n');
+    expect(url.href).toBe(`http://two.test:${server.port}/loop/10`);
+    expect(dns.queries.map((q) => `${q.name} ${q.type} ${q.answered.join(' ')}`).sort()).toEqual(['two.test A 127.0.0.3 127.0.0.1', 'two.test AAAA ::1']);
+    const error = await refusal(fetchConfined(new URL(`http://none.test:${server.port}/`), limits, { describe }));
+    expect(error.code).toBe('bad-gateway');
+    expect(error.message).toMatch(new RegExp(`^Cannot load "x": http://none.test:${server.port}/ is unreachable \\(E[A-Z]+\\)$`));
+  } finally {
+    await dns.stop();
+  }
 });
