@@ -65,7 +65,13 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
   void pg.start().catch(() => { ended = true; });
   const ready = await acceptsConnections(`${base}/postgres`, () => ended);
   if (!ready) {
-    const hint = logs.filter((l) => /FATAL|ERROR/.test(l)).join(' ').trim();
+    // the process's exit can be seen before the last of its stderr (the FATAL line) is read
+    const fatal = () => logs.some((l) => /FATAL|ERROR/.test(l));
+    for (const until = Date.now() + EXIT_LOG_WAIT_MS; ended && !fatal() && Date.now() < until; ) await Bun.sleep(20);
+    // the FATAL line and what came just before it: a bad setting is a LOG line ("invalid value for
+    // parameter …") followed by "FATAL: configuration file … contains errors", often in two reads
+    const last = logs.findLastIndex((l) => /FATAL|ERROR/.test(l));
+    const hint = last < 0 ? '' : logs.slice(Math.max(0, last - 4), last + 1).join(' ').replace(/\s+/g, ' ').trim();
     const pid = runningPostmaster(pgDir);
     if (pid !== undefined) await stopPostmaster(pid);
     throw new Error(`Embedded PostgreSQL did not start${hint ? `: ${hint}` : ''}${ended ? '' : ` (no connection within ${START_TIMEOUT_MS / 1000} s; see ${path.join(pgDir, 'log')})`}`);
@@ -86,6 +92,8 @@ export async function startEmbedded(options: { dataDir: string; port: number; lo
 }
 
 const START_TIMEOUT_MS = 120_000;
+/** After the process ended: how long its FATAL line may take to reach us through the stderr pipe. */
+const EXIT_LOG_WAIT_MS = 5_000;
 
 /** Polls until PostgreSQL answers a query (true), its process ended, or START_TIMEOUT_MS passed. */
 async function acceptsConnections(url: string, ended: () => boolean): Promise<boolean> {
