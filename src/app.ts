@@ -19,7 +19,7 @@ import { isUpload, loadUpload } from './operations/upload.ts';
 import { OperationOutcomeError, notFound } from './fhir/outcome.ts';
 import { dump } from './operations/dump.ts';
 import { dumpSql, dumpSqlRequest } from './operations/dump-sql.ts';
-import { bulkGate, bulkSlots } from './http/bulk-gate.ts';
+import { bulkGate, bulkSlots, downloadLimits } from './http/bulk-gate.ts';
 import { priority } from './http/priority.ts';
 import { renderMetrics } from './operations/metrics.ts';
 import { observeRequests } from './http/observe.ts';
@@ -56,11 +56,14 @@ export function createApp(deps: AppDeps): Hono {
   const bulkServer: OperationContext = { ...server, sql: server.pools?.bulk ?? server.sql };
   const { config } = server;
   const turns = priority(); // interactive requests before bulk streams (http/priority.ts)
-  const gate = bulkGate(bulkSlots({ concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs }), {
+  const streaming = {
     slowReader: { bytesPerSec: config.slowReaderBytesPerSec, windowMs: config.slowReaderWindowMs },
     log: server.log,
     priority: turns,
-  });
+  };
+  const gate = bulkGate(bulkSlots({ concurrency: config.bulkConcurrency, queue: config.bulkQueue, queueWaitMs: config.bulkQueueWaitMs }), streaming);
+  // $export files: slots of their own (a file, no connection) and the same slow-reader cut (SPEC §10)
+  const downloadGate = bulkGate(bulkSlots(downloadLimits(config.downloadConcurrency)), streaming);
   // The operations' context of one request: the server's (or the bulk pools'), with the authenticated caller.
   const ctx = (c: Context<Env>): OperationContext => ({ ...server, caller: c.get('caller') });
   const bulk = (c: Context<Env>): OperationContext => ({ ...bulkServer, caller: c.get('caller') });
@@ -183,7 +186,7 @@ export function createApp(deps: AppDeps): Hono {
     await deleteExportJob(ctx(c), exportCaller(c), c.req.param('id'));
     return respond(c, 202, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'Export deleted; its files are gone' }] });
   });
-  api.get('/$export-file/:id/:name', async (c) => {
+  api.get('/$export-file/:id/:name', downloadGate, async (c) => {
     const served = await exportDownload(ctx(c), exportCaller(c), c.req.param('id'), c.req.param('name'), {
       acceptEncoding: c.req.header('accept-encoding'), range: c.req.header('range'), ifRange: c.req.header('if-range'), ifNoneMatch: c.req.header('if-none-match'),
     });

@@ -89,6 +89,7 @@ const schema = z.object({
   FHIRHOSE_BULK_CONCURRENCY: int(8, 1, 200),
   FHIRHOSE_BULK_QUEUE: int(32, 0, 10_000),
   FHIRHOSE_BULK_QUEUE_WAIT_MS: int(10_000, 0),
+  FHIRHOSE_DOWNLOAD_CONCURRENCY: int(64, 1, 10_000),
   FHIRHOSE_SLOW_READER_BYTES_PER_SEC: int(4096, 0),
   FHIRHOSE_SLOW_READER_WINDOW_MS: int(30_000, 100),
   FHIRHOSE_SQL_MAX_VALUE_BYTES: int(16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
@@ -138,6 +139,8 @@ export interface Config {
   bulkConcurrency: number;
   bulkQueue: number;
   bulkQueueWaitMs: number;
+  /** `$export` file downloads streaming at once; as many more may wait briefly (http/bulk-gate.ts). */
+  downloadConcurrency: number;
   slowReaderBytesPerSec: number;
   slowReaderWindowMs: number;
   sqlMaxValueBytes: number;
@@ -215,6 +218,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     bulkConcurrency: e.FHIRHOSE_BULK_CONCURRENCY,
     bulkQueue: e.FHIRHOSE_BULK_QUEUE,
     bulkQueueWaitMs: e.FHIRHOSE_BULK_QUEUE_WAIT_MS,
+    downloadConcurrency: e.FHIRHOSE_DOWNLOAD_CONCURRENCY,
     slowReaderBytesPerSec: e.FHIRHOSE_SLOW_READER_BYTES_PER_SEC,
     slowReaderWindowMs: e.FHIRHOSE_SLOW_READER_WINDOW_MS,
     sqlMaxValueBytes: e.FHIRHOSE_SQL_MAX_VALUE_BYTES,

@@ -139,7 +139,7 @@ describe('config: FHIRHOSE_SOURCE_AUTHORIZATION (SPEC §13)', () => {
 describe('config: server limits (SPEC §10)', () => {
   test('defaults match the README rows', () => {
     expect(loadConfig({})).toMatchObject({
-      bulkPoolSize: 16, bulkConcurrency: 8, bulkQueue: 32, bulkQueueWaitMs: 10_000,
+      bulkPoolSize: 16, bulkConcurrency: 8, bulkQueue: 32, bulkQueueWaitMs: 10_000, downloadConcurrency: 64,
       slowReaderBytesPerSec: 4096, slowReaderWindowMs: 30_000, sqlMaxValueBytes: 16 * 1024 * 1024,
       loginFailuresPerMinute: 10, shutdownGraceMs: 20_000, batchMaxResources: 10_000,
     });
@@ -150,6 +150,8 @@ describe('config: server limits (SPEC §10)', () => {
       .toMatchObject({ bulkConcurrency: 3, bulkQueue: 0, slowReaderBytesPerSec: 0 });
     expect(() => loadConfig({ FHIRHOSE_BULK_CONCURRENCY: '0' })).toThrow('FHIRHOSE_BULK_CONCURRENCY="0" must be a whole number from 1 to 200');
     expect(() => loadConfig({ FHIRHOSE_BULK_POOL_SIZE: '1' })).toThrow('FHIRHOSE_BULK_POOL_SIZE="1"');
+    expect(loadConfig({ FHIRHOSE_DOWNLOAD_CONCURRENCY: '2' })).toMatchObject({ downloadConcurrency: 2 });
+    expect(() => loadConfig({ FHIRHOSE_DOWNLOAD_CONCURRENCY: '0' })).toThrow('FHIRHOSE_DOWNLOAD_CONCURRENCY="0" must be a whole number from 1 to 10000');
     expect(() => loadConfig({ FHIRHOSE_SLOW_READER_WINDOW_MS: 'soon' })).toThrow('FHIRHOSE_SLOW_READER_WINDOW_MS="soon"');
     expect(() => loadConfig({ FHIRHOSE_BATCH_MAX_RESOURCES: '0' })).toThrow('FHIRHOSE_BATCH_MAX_RESOURCES="0"');
     expect(() => loadConfig({ FHIRHOSE_SHUTDOWN_GRACE_MS: '1.5' })).toThrow('FHIRHOSE_SHUTDOWN_GRACE_MS="1.5"');

@@ -8,6 +8,9 @@
  * Bodies are also guarded against slow readers (streams/slow-reader.ts). The slot is released
  * when the body ends, fails, is cancelled or is cut, never before: a slow reader keeps its slot
  * until it is cut, which is what bounds the connections the bulk pool lends.
+ *
+ * `$export` file downloads use the same gate over slots of their own (FHIRHOSE_DOWNLOAD_CONCURRENCY,
+ * `names` below): they hold a file, not a database connection, so they must not queue behind dumps.
  */
 import type { MiddlewareHandler } from 'hono';
 import { OperationOutcomeError } from '../fhir/outcome.ts';
@@ -18,7 +21,20 @@ export interface SlotLimits {
   concurrency: number;
   queue: number;
   queueWaitMs: number;
+  /** What the 503 names: the work and its variables (default: the bulk cap's). */
+  names?: SlotNames;
 }
+
+export interface SlotNames {
+  work: string;
+  concurrency: string;
+  queue: string;
+  queueWaitMs: string;
+}
+
+const BULK_NAMES: SlotNames = {
+  work: 'bulk operations', concurrency: 'FHIRHOSE_BULK_CONCURRENCY', queue: 'FHIRHOSE_BULK_QUEUE', queueWaitMs: 'FHIRHOSE_BULK_QUEUE_WAIT_MS',
+};
 
 export interface BulkGateOptions {
   slowReader: { bytesPerSec: number; windowMs: number };
@@ -28,6 +44,28 @@ export interface BulkGateOptions {
 }
 
 const RETRY_AFTER_SECONDS = 5;
+
+/**
+ * A download waits at most this long for a slot: its 503 + Retry-After comes well before a
+ * client's connect timeout (a fhirhose pull's FHIRHOSE_SOURCE_CONNECT_TIMEOUT is 10 s), so the
+ * client retries rather than failing on a timeout.
+ */
+export const DOWNLOAD_QUEUE_WAIT_MS = 5_000;
+
+/** The slots of `$export` file downloads: `concurrency` stream, as many more wait briefly. */
+export function downloadLimits(concurrency: number): SlotLimits {
+  return {
+    concurrency,
+    queue: concurrency,
+    queueWaitMs: DOWNLOAD_QUEUE_WAIT_MS,
+    names: {
+      work: '$export file downloads',
+      concurrency: 'FHIRHOSE_DOWNLOAD_CONCURRENCY',
+      queue: 'as many as FHIRHOSE_DOWNLOAD_CONCURRENCY may wait',
+      queueWaitMs: 'the longest a download waits',
+    },
+  };
+}
 
 export interface BulkSlots {
   /** Resolves with the release function once a slot is free; throws 503 past the queue. */
@@ -39,8 +77,9 @@ export interface BulkSlots {
 export function bulkSlots(options: SlotLimits): BulkSlots {
   let running = 0;
   const waiters: (() => void)[] = [];
+  const names = options.names ?? BULK_NAMES;
   const busy = (why: string) => new OperationOutcomeError('busy',
-    `The server is running ${options.concurrency} bulk operations, its limit (FHIRHOSE_BULK_CONCURRENCY), ${why}; retry in ${RETRY_AFTER_SECONDS} s`,
+    `The server is running ${options.concurrency} ${names.work}, its limit (${names.concurrency}), ${why}; retry in ${RETRY_AFTER_SECONDS} s`,
     { headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
 
   function releaser(): () => void {
@@ -63,7 +102,7 @@ export function bulkSlots(options: SlotLimits): BulkSlots {
         return releaser();
       }
       if (waiters.length >= options.queue || options.queueWaitMs === 0) {
-        throw busy(`and ${waiters.length} more are waiting (FHIRHOSE_BULK_QUEUE)`);
+        throw busy(`and ${waiters.length} more are waiting (${names.queue})`);
       }
       await new Promise<void>((resolve, reject) => {
         const leave = (error: unknown) => {
@@ -78,7 +117,7 @@ export function bulkSlots(options: SlotLimits): BulkSlots {
           resolve();
         };
         const gone = () => leave(signal!.reason);
-        const timer = setTimeout(() => leave(busy(`and none was free after ${options.queueWaitMs} ms of waiting (FHIRHOSE_BULK_QUEUE_WAIT_MS)`)), options.queueWaitMs);
+        const timer = setTimeout(() => leave(busy(`and none was free after ${options.queueWaitMs} ms of waiting (${names.queueWaitMs})`)), options.queueWaitMs);
         signal?.addEventListener('abort', gone, { once: true });
         waiters.push(wake);
       });
@@ -96,6 +135,14 @@ export function bulkGate(slots: BulkSlots, options: BulkGateOptions): Middleware
     try {
       await next();
       const res = c.res;
+      // Hono answers HEAD by running the GET route and dropping its body unread: never pulled,
+      // that body would hold its slot (and a $dump its connection) for ever, the slow-reader
+      // clock never starting. So it is cancelled here and the slot goes back at once.
+      if (c.req.method === 'HEAD') {
+        await res.body?.cancel().catch(() => {});
+        c.res = new Response(null, { status: res.status, headers: res.headers });
+        return;
+      }
       if (res.body) {
         const what = `${c.req.method} ${new URL(c.req.url).pathname}`;
         const body = guardSlowReader(res.body, {

@@ -10,7 +10,7 @@
 import type { Sql } from '../storage/db.ts';
 import { claimInput, gateBatch, recordBatch } from '../storage/import-inputs.ts';
 import { deleteResources } from '../storage/bulk-delete.ts';
-import { openSource, sourceError, type Source } from '../streams/source.ts';
+import { BUSY_SOURCE_WAIT_MS, openSource, sourceError, type Source } from '../streams/source.ts';
 import { gunzipIfNeeded } from '../streams/gzip.ts';
 import { countBytes, ndjsonLines, type Line } from '../streams/lines.ts';
 import { isPlainObject } from '../fhir/resource.ts';
@@ -29,7 +29,7 @@ export async function runDeletes(sql: Sql, job: InputJob, credential: OriginCred
   }
   let source: Source;
   try {
-    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal, credential, label: 'deleted file' });
+    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal, credential, label: 'deleted file', busyWaitMs: BUSY_SOURCE_WAIT_MS });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : { kind: 'failed', message: `${label}: ${sourceError('deleted file', error).message}` };
   }

@@ -12,7 +12,7 @@ import { IMPORT_INPUT, readSession, type InputPayload } from '../storage/import-
 import { claimInput, dropOrphanStaging, outputsDone, reportBytes } from '../storage/import-inputs.ts';
 import { liveJobs } from '../storage/jobs.ts';
 import { createStaging, dropStaging } from '../storage/staging.ts';
-import { openSource, sourceError, type Source } from '../streams/source.ts';
+import { BUSY_SOURCE_WAIT_MS, openSource, sourceError, type Source } from '../streams/source.ts';
 import { fileCredential, pulledExport, releaseRemote } from './pull-finish.ts';
 import { runDeletes } from './import-deletes.ts';
 import { sleep } from './pull-remote.ts';
@@ -137,7 +137,7 @@ async function stream(sql: Sql, job: InputJob, table: string): Promise<InputOutc
   try {
     // SPEC §13: a Parameters import's credentialHttpBasic, for its inputs' origins only
     const credential = await fileCredential(sql, job.sessionId);
-    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal, credential });
+    source = await openSource(input.source, { importRoot: job.config.importRoot, limits: job.config.sources, signal, credential, busyWaitMs: BUSY_SOURCE_WAIT_MS });
   } catch (error) {
     return signal.aborted ? { kind: 'stopped' } : failed(input, sourceError(shortName(input), error).message);
   }

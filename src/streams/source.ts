@@ -24,10 +24,13 @@ export interface Source {
  * root, unreadable), 'not-found', 'invalid' (other schemes, relative paths, directories), all
  * starting `Cannot load "<name>": `. An abort of `signal` rejects with the signal's reason.
  * Failures while the body streams (a dropped connection, a stall) error `stream`: see `sourceError`.
+ * A busy answer (429, 503) is a transient one, tried SOURCE_ATTEMPTS times in all; with
+ * `busyWaitMs` it is "retry later" instead: asked again after its Retry-After for up to that much
+ * waiting before it counts as an attempt (jobs use BUSY_SOURCE_WAIT_MS; a request, none).
  */
 export async function openSource(
   url: string,
-  options: { importRoot: string; limits: SourceLimits; signal?: AbortSignal; label?: string; credential?: OriginCredential },
+  options: { importRoot: string; limits: SourceLimits; signal?: AbortSignal; label?: string; credential?: OriginCredential; busyWaitMs?: number },
 ): Promise<Source> {
   if (url.startsWith('/')) return openFile(url, url, options);
   let parsed: URL;
@@ -75,25 +78,47 @@ export function sourceError(name: string, error: unknown): OperationOutcomeError
 
 /** Statuses worth asking again: the source is busy or briefly broken (SPEC §13). */
 const TRANSIENT = new Set([429, 500, 502, 503, 504]);
+/** The source says it is busy: it will answer later (a fhirhose past FHIRHOSE_DOWNLOAD_CONCURRENCY). */
+const BUSY = new Set([429, 503]);
 /** Attempts in all for a transient status; a Retry-After above RETRY_AFTER_MAX_S is waited as that. */
 export const SOURCE_ATTEMPTS = 3;
 const RETRY_AFTER_MAX_S = 30;
+/**
+ * How long an import input waits on a source that keeps answering busy before that counts as a
+ * failed attempt: a server at its download cap frees a slot when a download ends, which for a
+ * big file can take minutes.
+ */
+export const BUSY_SOURCE_WAIT_MS = 10 * 60_000;
+/** A busy answer is asked again after at least this long, whatever its Retry-After says (0 included). */
+const BUSY_MIN_DELAY_MS = 1000;
 
 async function openHttp(
   url: URL,
   name: string,
-  options: { limits: SourceLimits; signal?: AbortSignal; credential?: OriginCredential },
+  options: { limits: SourceLimits; signal?: AbortSignal; credential?: OriginCredential; busyWaitMs?: number },
 ): Promise<Source> {
   const describe = (what: string) => `Cannot load "${name}": ${what}`;
-  for (let attempt = 1; ; attempt++) {
+  let busyMs = 0; // waited on busy answers, within options.busyWaitMs: those are not attempts
+  let attempt = 0;
+  for (let asked = 1; ; asked++) {
     const { response, url: final } = await fetchConfined(url, options.limits, { signal: options.signal, describe, credential: options.credential });
     if (!response.ok) {
       await response.body?.cancel().catch(() => {});
+      if (BUSY.has(response.status) && options.busyWaitMs) {
+        const delay = Math.max(BUSY_MIN_DELAY_MS, retryDelayMs(response.headers.get('retry-after'), asked));
+        if (busyMs + delay <= options.busyWaitMs) {
+          busyMs += delay;
+          await sleep(delay, options.signal);
+          continue;
+        }
+      }
+      attempt++;
       if (TRANSIENT.has(response.status) && attempt < SOURCE_ATTEMPTS) {
         await sleep(retryDelayMs(response.headers.get('retry-after'), attempt), options.signal);
         continue;
       }
-      const tries = TRANSIENT.has(response.status) ? ` (${attempt} attempts)` : '';
+      const busyFor = busyMs > 0 ? `, after ${Math.round(busyMs / 1000)} s of busy answers` : '';
+      const tries = TRANSIENT.has(response.status) ? ` (${asked} attempts${busyFor})` : '';
       const hint = response.status === 401 || response.status === 403 ? ': the source refused the credentials (storageDetail.credentialHttpBasic), or none were given' : '';
       throw failure('bad-gateway', name, `${displayUrl(final)} answered HTTP ${response.status}${tries}${hint}`);
     }
@@ -115,7 +140,7 @@ function retryDelayMs(header: string | null, attempt: number): number {
     const seconds = /^\d+$/.test(header.trim()) ? Number(header) : (Date.parse(header) - Date.now()) / 1000;
     if (Number.isFinite(seconds)) return Math.min(Math.max(seconds, 0), RETRY_AFTER_MAX_S) * 1000;
   }
-  return 1000 * attempt;
+  return 1000 * Math.min(attempt, RETRY_AFTER_MAX_S);
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

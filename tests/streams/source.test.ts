@@ -4,7 +4,7 @@ import { createServer, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
-import { openSource, resolveImportPath, sourceError } from '../../src/streams/source.ts';
+import { openSource, resolveImportPath, SOURCE_ATTEMPTS, sourceError } from '../../src/streams/source.ts';
 import { loadConfig } from '../../src/config.ts';
 
 const limits = loadConfig({}).sources;
@@ -12,6 +12,8 @@ const limits = loadConfig({}).sources;
 const body = '{"resourceType":"Patient","id":"a"}\n{"resourceType":"Patient","id":"b"}\n';
 
 let server: ReturnType<typeof Bun.serve>;
+/** Requests per key of the /busy/ paths. */
+const asks = new Map<string, number>();
 let dropper: NetServer;
 let base: string;
 let dropUrl: string;
@@ -24,6 +26,14 @@ beforeAll(async () => {
     fetch(request) {
       const { pathname } = new URL(request.url);
       if (pathname === '/Patient.ndjson') return new Response(body);
+      // /busy/<n>/<key>.ndjson: 503 (odd asks) or 429 (even), Retry-After 0, for the first n asks of that key
+      const busy = /^\/busy\/(\d+)\/(\w+)\.ndjson$/.exec(pathname);
+      if (busy) {
+        const asked = (asks.get(busy[2]!) ?? 0) + 1;
+        asks.set(busy[2]!, asked);
+        if (asked <= Number(busy[1])) return new Response('busy', { status: asked % 2 ? 503 : 429, headers: { 'retry-after': '0' } });
+        return new Response(body);
+      }
       if (pathname === '/Patient.ndjson.gz') {
         return new Response(Bun.gzipSync(body), { headers: { 'content-encoding': 'gzip' } });
       }
@@ -110,6 +120,28 @@ describe('openSource over HTTP', () => {
     expect(error.code).toBe('bad-gateway');
     expect(error.message).toStartWith('Cannot load "Observation.ndjson": reading failed mid-way (');
   });
+
+  test('busy answers (503, 429) are "retry later" with busyWaitMs: asked again past SOURCE_ATTEMPTS until served', async () => {
+    const busyAsks = SOURCE_ATTEMPTS + 2;
+    const source = await openSource(`${base}/busy/${busyAsks}/later.ndjson`, { importRoot: root, limits, busyWaitMs: 60_000 });
+    expect(await new Response(source.stream).text()).toBe(body);
+    expect(asks.get('later')).toBe(busyAsks + 1);
+  }, 60_000);
+
+  test('without busyWaitMs (a request), busy answers are attempts: SOURCE_ATTEMPTS, then a bad gateway', async () => {
+    const error = await rejection(openSource(`${base}/busy/100/request.ndjson`, { importRoot: root, limits }));
+    expect(error.code).toBe('bad-gateway');
+    expect(error.message).toBe(`Cannot load "request.ndjson": ${base}/busy/100/request.ndjson answered HTTP ${SOURCE_ATTEMPTS % 2 ? 503 : 429} (${SOURCE_ATTEMPTS} attempts)`);
+    expect(asks.get('request')).toBe(SOURCE_ATTEMPTS);
+  }, 60_000);
+
+  test('a source busy for longer than busyWaitMs fails, saying how long it was busy', async () => {
+    const error = await rejection(openSource(`${base}/busy/100/always.ndjson`, { importRoot: root, limits, busyWaitMs: 2_000 }));
+    expect(error.code).toBe('bad-gateway');
+    // two busy waits of 1 s (the least a busy answer is waited), then SOURCE_ATTEMPTS counted ones
+    expect(error.message).toMatch(/^Cannot load "always\.ndjson": .* answered HTTP (503|429) \(\d+ attempts, after 2 s of busy answers\)$/);
+    expect(asks.get('always')).toBe(2 + SOURCE_ATTEMPTS);
+  }, 60_000);
 
   test('an aborted signal rejects with its reason', async () => {
     const controller = new AbortController();
