@@ -86,6 +86,19 @@ describe('bulk cap', () => {
     expect((await after.text()).trim().split('\n')).toHaveLength(10000);
   }, 120_000);
 
+  test('HEAD keeps no slot nor connection: five HEADs through two slots, then a $dump is served in full', async () => {
+    // Hono runs the GET route for a HEAD and drops its body unread; the gate cancels that body
+    for (let i = 0; i < 5; i++) {
+      const head = await server.request('/Observation/$dump', { method: 'HEAD', signal: AbortSignal.timeout(60_000) });
+      expect(head.status).toBe(200);
+      expect(await head.text()).toBe('');
+    }
+    expect(await within(10_000, async () => (await running(server.sql, COPY)).length === 0, 'the COPYs of the HEADs to stop')).toBeGreaterThanOrEqual(0);
+    const dump = await server.request('/Observation/$dump', { signal: AbortSignal.timeout(60_000) });
+    expect(dump.status).toBe(200);
+    expect((await dump.text()).trim().split('\n')).toHaveLength(10000);
+  }, 120_000);
+
   test('unauthenticated bulk requests never take a slot', async () => {
     const results = await Promise.all(Array.from({ length: 10 }, () => server.request('/Observation/$dump', { auth: null })));
     for (const res of results) expect(res.status).toBe(401);

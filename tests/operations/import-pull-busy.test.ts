@@ -1,14 +1,17 @@
 /**
  * A pull from another fhirhose whose download slots are all taken (SPEC §10, §13): A's one
  * download slot (FHIRHOSE_DOWNLOAD_CONCURRENCY=1) is held by a client that reads nothing, so B's
- * download of A's file gets 503 + Retry-After. B takes that as "retry later", not as a failed
- * input: once the holder leaves, B's pull ends `done` with exactly A's resources.
+ * download of A's file gets 503 + Retry-After, more times than B tries a broken source. B takes
+ * busy as "retry later", never as a failed input: once the holder leaves, B's pull ends `done`
+ * with exactly A's resources.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { basic, ROOT_SECRET, startTestServer, type TestServer } from '../helpers/server.ts';
 import { kickOff, waitForManifest } from '../helpers/export.ts';
 import { rawGet, type RawResponse } from './dump-helpers.ts';
 import { within } from '../helpers/wait.ts';
+import { SOURCE_ATTEMPTS } from '../../src/streams/source.ts';
+import { IMPORT_INPUT } from '../../src/storage/import-sessions.ts';
 
 const PATIENTS = 50;
 const OBSERVATIONS = 10_000;
@@ -53,13 +56,16 @@ test('B\'s download refused with 503 + Retry-After by A (its download slot held)
   expect(res.status).toBe(202);
   const statusPath = res.headers.get('content-location')!.slice(b.url.length);
 
-  // A refuses B's download (after its short queue) ...
-  const refused = () => aLog.filter((l) => l.includes('$export-file') && l.includes('status=503'));
-  await within(120_000, () => refused().length >= 1, 'a 503 from A to B\'s download');
-  // ... and B's session is still running, not failed: the input waits to ask again
+  // A refuses B's download (after its short queue) more times than B's attempts at a broken source ...
+  const refused = () => aLog.filter((l) => l.includes('method=GET') && l.includes('$export-file') && l.includes('status=503'));
+  await within(200_000, () => refused().length > SOURCE_ATTEMPTS, () => `${SOURCE_ATTEMPTS + 1} 503s from A to B's download (seen ${refused().length})`);
+  // ... and B's session is still running, its input never failed: busy means "ask again later"
   const meanwhile = await b.request(statusPath);
   expect(meanwhile.status).toBe(202);
   await meanwhile.arrayBuffer();
+  const inputs = await b.sql`select attempts, last_error from fhirhose_job where kind = ${IMPORT_INPUT}`;
+  expect(inputs.length).toBeGreaterThan(0);
+  for (const job of inputs) expect(job).toEqual({ attempts: 0, last_error: null });
   // A's ordinary clients are served meanwhile
   expect((await a.request('/Patient/p7', { signal: AbortSignal.timeout(30_000) })).status).toBe(200);
 
