@@ -68,9 +68,11 @@ export async function freePort(): Promise<number> {
  * Starts `bun src/main.ts` as a child: on `databaseUrl` when given, else on its own embedded
  * PostgreSQL under ./.bench/data (on a free port, so a running dev server or another bench is not disturbed).
  */
-export async function startServer(options: { databaseUrl?: string; env?: Record<string, string>; stdout?: string }): Promise<ServerProcess> {
+export async function startServer(options: { databaseUrl?: string; env?: Record<string, string>; stdout?: string; root?: string }): Promise<ServerProcess> {
   const port = await freePort();
-  const dataDir = path.join(ROOT, '.bench', 'data');
+  // `root`: another checkout of fhirhose to run (an A/B probe against a baseline), with its own data
+  const root = options.root ?? ROOT;
+  const dataDir = path.join(root, '.bench', 'data');
   const pgPort = await freePort(); // not fixed: two benches (worktrees) may run at once
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
@@ -86,7 +88,7 @@ export async function startServer(options: { databaseUrl?: string; env?: Record<
   const flags = (process.env.FHIRHOSE_BENCH_BUN_FLAGS ?? '').split(' ').filter(Boolean);
   // `stdout`: a file for the server's log lines (the overhead part), else this terminal
   const stdout = options.stdout ? Bun.file(options.stdout) : 'inherit';
-  const child = Bun.spawn([process.execPath, ...flags, 'src/main.ts'], { cwd: ROOT, env, stdout, stderr: 'inherit' });
+  const child = Bun.spawn([process.execPath, ...flags, 'src/main.ts'], { cwd: root, env, stdout, stderr: 'inherit' });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`fhirhose exited with code ${child.exitCode} during start`);

@@ -1,0 +1,137 @@
+/**
+ * Where `$import`'s server CPU goes, next to `$load`'s on the same lines (issue 14): starts the
+ * server like `npm run bench` (a child on its own embedded PostgreSQL), then alternates
+ * `POST /$load` of one gzipped file, `POST /$import` of the same lines as one gzipped input per
+ * type (a type over a quarter of the bytes cut into several, as the bench does) and, as `import1`,
+ * as one input, round by round. Prints per run the server's CPU seconds (and per thread group,
+ * /proc/<pid>/task/<tid>/stat, threads grouped by name), PostgreSQL's, and the wall time.
+ *
+ *   bun scripts/bench/probe-import.ts [rows=200000] [data=small] [rounds=3] [ops=load,import,import1]
+ *
+ * PROBE_BASE=/path/to/another/checkout: an A/B run; a second server from that checkout (its own
+ * embedded PostgreSQL under <checkout>/.bench/data) does the same ops in the same rounds, the two
+ * alternating op by op, so both see the same machine load. Prints medians per server and op.
+ * PROBE_TOOL='perf record -o /tmp/perf-{op}-{round}.data' runs that command with `-p <server pid>`
+ * around each timed op (stopped with SIGINT). Status is polled every PROBE_POLL_MS (250 ms).
+ */
+import fs from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { benchSql, ROOT_SECRET, startServer, truncate, fmt, median, type ServerProcess } from './common.ts';
+import { allLines, dataSet, split, type DataSetName } from './data.ts';
+import { backendsBetween, serverCpu } from './raw.ts';
+import type { Sql } from '../../src/storage/db.ts';
+
+const rows = Number(process.argv[2] ?? 200_000);
+const name = (process.argv[3] ?? 'small') as DataSetName;
+const rounds = Number(process.argv[4] ?? 3);
+const ops = (process.argv[5] ?? 'load,import,import1').split(',');
+const POLL_MS = Number(process.env.PROBE_POLL_MS ?? 250);
+const TICKS = 100;
+
+function threads(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+/g, '#');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(comm, (out.get(comm) ?? 0) + (Number(f[11]) + Number(f[12])) / TICKS);
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+interface Side { label: string; server: ServerProcess; sql: Sql }
+
+const env = process.env.PROBE_ENV ? Object.fromEntries(process.env.PROBE_ENV.split(' ').map((kv) => kv.split('=') as [string, string])) : {};
+const sides: Side[] = [];
+const auth = 'Basic ' + Buffer.from(`root:${ROOT_SECRET}`).toString('base64');
+try {
+  for (const [label, root] of [['new', undefined], ...(process.env.PROBE_BASE ? [['base', process.env.PROBE_BASE]] : [])] as [string, string | undefined][]) {
+    const server = await startServer({ env, root });
+    sides.push({ label, server, sql: benchSql(server.databaseUrl) });
+  }
+  const data = dataSet(name, rows, []);
+  const types = data.types.map((t) => t.type);
+  const gz = gzipSync(allLines(data), { level: 6 });
+  const inputs: { type: string; gz: Buffer }[] = [];
+  for (const t of data.types) {
+    const parts = Math.max(1, Math.round((4 * t.ndjson.length) / data.bytes));
+    for (const part of split(t.ndjson, parts)) if (part.length > 0) inputs.push({ type: t.type, gz: gzipSync(part, { level: 6 }) });
+  }
+  const source = Bun.serve({
+    port: 0, hostname: '127.0.0.1',
+    fetch: (req) => {
+      const m = /(\d+)\.ndjson\.gz$/.exec(new URL(req.url).pathname);
+      return new Response((m ? inputs[Number(m[1])]!.gz : gz) as unknown as BodyInit);
+    },
+  });
+  const base = `http://127.0.0.1:${source.port}`;
+  console.log(`${fmt(rows)} ${name} lines, ${fmt(data.bytes / 1e6, 1)} MB, ${inputs.length} inputs; servers ${sides.map((s) => `${s.label} pid ${s.server.pid}`).join(', ')}`);
+  let session = 0;
+  const headers = { authorization: auth, 'content-type': 'application/json' };
+  async function load(url: string): Promise<number> {
+    const res = await fetch(`${url}/$load`, { method: 'POST', headers, body: JSON.stringify({ source: `${base}/all.gz` }) });
+    const body = await res.text();
+    if (res.status !== 200) throw new Error(`$load ${res.status} ${body.slice(0, 300)}`);
+    return 0;
+  }
+  async function importOf(url: string, urls: { type?: string; url: string }[]): Promise<number> {
+    const id = `probe-${Date.now()}-${++session}`;
+    const res = await fetch(`${url}/$import`, { method: 'POST', headers, body: JSON.stringify({ id, contentEncoding: 'gzip', inputs: urls }) });
+    if (res.status !== 201) throw new Error(`$import ${res.status} ${await res.text()}`);
+    let polls = 0;
+    for (;;) {
+      await Bun.sleep(POLL_MS);
+      polls++;
+      const status = (await (await fetch(`${url}/BulkImportStatus/${id}`, { headers })).json()) as { status: string; imported: number };
+      if (status.status === 'done' && status.imported === rows) return polls;
+      if (status.status !== 'active') throw new Error(`$import ended ${JSON.stringify(status).slice(0, 300)}`);
+    }
+  }
+  const run: Record<string, (url: string) => Promise<number>> = {
+    load,
+    import: (url) => importOf(url, inputs.map((input, i) => ({ type: input.type, url: `${base}/${input.type}.${i}.ndjson.gz` }))),
+    import1: (url) => importOf(url, [{ url: `${base}/all.gz` }]),
+  };
+  const results = new Map<string, { server: number[]; pg: number[]; wall: number[] }>();
+  for (let round = 0; round <= rounds; round++) {
+    const order = ops.flatMap((op) => sides.map((side) => ({ op, side })));
+    for (const { op, side } of round % 2 ? order.reverse() : order) {
+      const { server, sql } = side;
+      await truncate(sql, types);
+      await Bun.sleep(300);
+      const tool = process.env.PROBE_TOOL && round > 0
+        ? Bun.spawn([...process.env.PROBE_TOOL.replaceAll('{op}', `${side.label}-${op}`).replaceAll('{round}', String(round)).split(' '), '-p', String(server.pid)], { stdout: 'inherit', stderr: 'inherit' })
+        : undefined;
+      if (tool) await Bun.sleep(500);
+      const t0 = threads(server.pid);
+      const before = await serverCpu(sql, server.pid);
+      const w0 = performance.now();
+      const polls = await run[op]!(server.url);
+      const wall = (performance.now() - w0) / 1000;
+      const after = await serverCpu(sql, server.pid);
+      const t1 = threads(server.pid);
+      if (tool) { tool.kill('SIGINT'); await tool.exited; }
+      const pg = backendsBetween(before.backends, after.backends);
+      const per = [...t1].map(([k, v]) => [k, v - (t0.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.02).sort((a, b) => b[1] - a[1]);
+      const total = after.server - before.server;
+      console.log(`${round === 0 ? 'warm-up' : `round ${round}`} ${side.label.padEnd(4)} ${op.padEnd(7)} wall ${wall.toFixed(2)} s  server ${total.toFixed(2)} s  pg ${pg.toFixed(2)} s  polls ${polls}  threads: ${per.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
+      if (round === 0) continue;
+      const key = `${side.label} ${op}`;
+      const r = results.get(key) ?? { server: [], pg: [], wall: [] };
+      r.server.push(total);
+      r.pg.push(pg);
+      r.wall.push(wall);
+      results.set(key, r);
+    }
+  }
+  console.log(`medians of ${rounds} rounds (CPU seconds per ${fmt(rows)} lines):`);
+  for (const [key, r] of results) console.log(`  ${key.padEnd(14)} server ${median(r.server).toFixed(2)} s (${r.server.map((x) => x.toFixed(2)).join(', ')})  pg ${median(r.pg).toFixed(2)} s  wall ${median(r.wall).toFixed(2)} s`);
+  source.stop(true);
+} finally {
+  for (const side of sides) {
+    await side.sql.end();
+    await side.server.stop();
+  }
+}
