@@ -132,7 +132,8 @@ const failures: [string, () => Promise<string>, number, string][] = [
 ];
 
 for (const [what, source, status, says] of failures) {
-  test(`source failure: ${what} → ${status}, message names the source, tables unchanged`, async () => {
+  // an HTTP 500 is tried three times (1 s and 2 s apart) per method: over 6 s before any load
+  test(`source failure: ${what} → ${status}, message names the source, tables unchanged`, { timeout: 60_000 }, async () => {
     const url = await source();
     const name = url.split('/').pop()!;
     const before = await snapshot(server.sql, TYPES);
