@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { expect } from 'bun:test';
+import { startTestServer, type TestServer } from './server.ts';
 
 const DIR = path.join(import.meta.dir, '../fixtures/synthea/bulk-data-server-r4');
 
@@ -29,4 +31,14 @@ export function uniqueResources(patients: SyntheaPatient[]): Record<string, any>
   const seen = new Map<string, Record<string, any>>();
   for (const p of patients) for (const r of p.resources) seen.set(`${r.resourceType}/${r.id}`, r);
   return [...seen.values()];
+}
+
+/** A test server holding every resource of the Synthea bundles, loaded with one `PUT /`. */
+export async function syntheaServer(): Promise<{ server: TestServer; patients: SyntheaPatient[]; all: Record<string, any>[] }> {
+  const server = await startTestServer();
+  const patients = syntheaBundles();
+  const all = uniqueResources(patients);
+  const put = await server.request('/', { method: 'PUT', json: all });
+  expect(put.status).toBe(200);
+  return { server, patients, all };
 }

@@ -1,18 +1,14 @@
 /** $export at Patient and Group level (SPEC §12) on Synthea patients: each compartment, nobody else's data. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
 import { kickOff, outputByType, waitForManifest } from '../helpers/export.ts';
-import { syntheaBundles, uniqueResources, type SyntheaPatient } from '../helpers/synthea-bundles.ts';
+import { syntheaServer, type SyntheaPatient } from '../helpers/synthea-bundles.ts';
 
 let server: TestServer;
 let patients: SyntheaPatient[];
 let all: Record<string, any>[];
 beforeAll(async () => {
-  server = await startTestServer();
-  patients = syntheaBundles();
-  all = uniqueResources(patients);
-  const put = await server.request('/', { method: 'PUT', json: all });
-  expect(put.status).toBe(200);
+  ({ server, patients, all } = await syntheaServer());
   const [a, b, c] = patients.map((p) => p.patientId);
   await server.request('/', { method: 'PUT', json: [
     // a Group of A and B, B no longer active, plus a member that is not a Patient

@@ -5,20 +5,16 @@
  * OR-ed, parameters within one AND-ed; CRUD search gives the same rows (one implementation).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
 import { kickOff, outputByType, waitForManifest, download } from '../helpers/export.ts';
-import { syntheaBundles, uniqueResources, type SyntheaPatient } from '../helpers/synthea-bundles.ts';
+import { syntheaServer, type SyntheaPatient } from '../helpers/synthea-bundles.ts';
 
 type R = Record<string, any>;
 let server: TestServer;
 let patients: SyntheaPatient[];
 let all: R[];
 beforeAll(async () => {
-  server = await startTestServer();
-  patients = syntheaBundles();
-  all = uniqueResources(patients);
-  const put = await server.request('/', { method: 'PUT', json: all });
-  expect(put.status).toBe(200);
+  ({ server, patients, all } = await syntheaServer());
 }, 60_000);
 afterAll(async () => { await server.stop(); });
 
