@@ -10,7 +10,7 @@
  */
 import { ident } from '../../src/storage/db.ts';
 import { tableOf } from '../../src/fhir/types.ts';
-import { countLines, processSeconds, rawDump, rawLoad } from './raw.ts';
+import { countLines, processSeconds, rawDump, rawLoad, threadSeconds } from './raw.ts';
 import { rateLine } from './trial.ts';
 import { fillPatients, fmt, median, timed, truncate, type BenchEnv } from './common.ts';
 
@@ -56,12 +56,15 @@ async function compare(env: BenchEnv, types: string[], rows: number): Promise<vo
   env.server.resetPeak();
   // the server's own CPU (not PostgreSQL's): less noisy than the wall time on a shared machine
   const serverCpu = { raw2: 0, dump: 0, export: 0 };
+  const perThread = { raw2: new Map<string, number>(), dump: new Map<string, number>(), export: new Map<string, number>() };
   for (let round = 0; round < env.rounds; round++) {
     for (let i = 0; i < variants.length; i++) {
       const [name, fn] = variants[(round + i) % variants.length]!;
       const cpu0 = processSeconds(env.server.pid);
+      const t0 = threadSeconds(env.server.pid);
       seconds[name].push(await timed(fn));
       serverCpu[name] += processSeconds(env.server.pid) - cpu0;
+      for (const [thread, s] of threadSeconds(env.server.pid)) perThread[name].set(thread, (perThread[name].get(thread) ?? 0) + s - (t0.get(thread) ?? 0));
     }
   }
   const ratio = (a: number[], b: number[]) => median(a) / median(b);
@@ -74,6 +77,10 @@ async function compare(env: BenchEnv, types: string[], rows: number): Promise<vo
   print(`${'$export / $dump'.padEnd(40)} ${verdict(ratio(seconds.dump, seconds.export))}`);
   print(`${'$export / raw, 2 connections (limit)'.padEnd(40)} ${verdict(ratio(seconds.raw2, seconds.export))}`);
   print(`server CPU s per round: $dump ${fmt(serverCpu.dump / env.rounds, 2)}, $export ${fmt(serverCpu.export / env.rounds, 2)}`);
+  for (const name of ['dump', 'export'] as const) {
+    const top = [...perThread[name]].filter(([, s]) => s >= 0.01 * env.rounds).sort((a, b) => b[1] - a[1]);
+    print(`  ${name} per thread: ${top.map(([t, s]) => `${t} ${fmt(s / env.rounds, 2)}`).join(', ')}`);
+  }
   print(`server peak RSS during these rounds: ${fmt(env.server.peakMb())} MB`);
   print('```');
   print();

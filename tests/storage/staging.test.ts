@@ -43,6 +43,65 @@ test('the last line of a duplicated id wins, with copy and with insert, and dupl
   }
 });
 
+test('a merge of 10,000 rows or more of several types reads each type through an index on type; types and ids stay apart', async () => {
+  await sql`truncate patient, patient_history, organization, organization_history`;
+  // the same id in two types, a duplicate within one, types interleaved as a flattened Bundle gives them
+  const rows: StagingRow[] = [row(1, 'same'), row(2, 'same', {}, 'Organization'), row(3, 'p2'), row(4, 'same', { x: 1 }), row(5, 'o2', {}, 'Organization')];
+  for (let i = 0; i < 10_000; i++) rows.push(row(6 + i, `bulk-${i}`, {}, i % 2 ? 'Patient' : 'Organization'));
+  const { result, indexed } = await sql.begin(async (tx) => {
+    const table = await createStaging(tx);
+    await copyIntoStaging(tx, table, batches(rows, 1000));
+    const result = await mergeStaging(tx, table, { update: false, method: 'copy' });
+    const indexed = await tx`select indexdef from pg_indexes where tablename = ${table}`;
+    return { result, indexed: indexed.map((r) => String(r.indexdef)) };
+  });
+  expect(result).toEqual({ counts: { Organization: 5002, Patient: 5002 }, duplicates: 1 });
+  expect(indexed.some((d) => /\(type\)$/.test(d))).toBe(true);
+  expect((await sql`select id, resource->>'x' as x from patient where id not like 'bulk-%' order by id`).map((r) => `${r.id}:${r.x}`)).toEqual(['p2:null', 'same:1']);
+  expect((await sql`select id from organization where id not like 'bulk-%' order by id`).map((r) => r.id)).toEqual(['o2', 'same']);
+  expect((await sql`select count(*)::int as n from patient where status = 'created'`)[0]!.n).toBe(5002);
+});
+
+test('a small merge of several types, or a merge of one type, builds no index', async () => {
+  for (const rows of [[row(1, 'solo')], [row(1, 'p'), row(2, 'o', {}, 'Organization')]]) {
+    const indexed = await sql.begin(async (tx) => {
+      const table = await createStaging(tx);
+      await copyIntoStaging(tx, table, rows);
+      await mergeStaging(tx, table, { update: false, method: 'copy' });
+      return tx`select indexdef from pg_indexes where tablename = ${table}`;
+    });
+    expect(indexed.length).toBe(0);
+  }
+});
+
+test('into an empty table: an id another transaction commits meanwhile is updated, as the upsert would, not refused', async () => {
+  await sql`truncate patient, patient_history`;
+  const other = await sql.reserve();
+  try {
+    await other`begin`;
+    await other`insert into patient (id, txid, status, resource) values ('race', 1, 'created', '{"name": [{"family": "other"}]}')`;
+    // the merge sees an empty table (the other row is not committed), inserts, and waits on the key
+    const merging = sql.begin(async (tx) => {
+      const table = await createStaging(tx);
+      await copyIntoStaging(tx, table, [row(1, 'race'), row(2, 'fresh')]);
+      return mergeStaging(tx, table, { update: true, method: 'copy' });
+    });
+    const deadline = Date.now() + 10_000;
+    while ((await sql`select count(*)::int as n from pg_locks where not granted`)[0]!.n === 0) {
+      if (Date.now() > deadline) throw new Error('the merge never waited for the other transaction');
+      await Bun.sleep(20);
+    }
+    await other`commit`;
+    expect(await merging).toEqual({ counts: { Patient: 2 }, duplicates: 0 });
+  } finally {
+    other.release();
+  }
+  const stored = await sql`select id, status, resource->'name'->0->>'family' as f from patient order by id`;
+  expect(stored.map((r) => `${r.id}:${r.status}:${r.f}`)).toEqual(['fresh:created:F2', 'race:updated:F1']);
+  const history = await sql`select id, resource->'name'->0->>'family' as f from patient_history`;
+  expect(history.map((r) => `${r.id}:${r.f}`)).toEqual(['race:other']);
+});
+
 test('update: true moves overwritten rows to history; update: false does not', async () => {
   await sql`truncate patient, patient_history`;
   const load = (update: boolean, family: string) => sql.begin(async (tx) => {
