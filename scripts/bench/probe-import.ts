@@ -1,7 +1,8 @@
 /**
  * Where `$import`'s server CPU goes, next to `$load`'s on the same lines (issue 14): starts the
  * server like `npm run bench` (a child on its own embedded PostgreSQL), then alternates
- * `POST /$load` of one gzipped file, `POST /$import` of the same lines as one gzipped input per
+ * `POST /$load` of one gzipped file, (ops `dump`, `export`, `raw2`: the data loaded untimed first, then
+ * every type's `GET /<Type>/$dump`, a system `$export` with its files downloaded, two raw COPYs), `POST /$import` of the same lines as one gzipped input per
  * type (a type over a quarter of the bytes cut into several, as the bench does) and, as `import1`,
  * as one input, round by round. Prints per run the server's CPU seconds (and per thread group,
  * /proc/<pid>/task/<tid>/stat, threads grouped by name), PostgreSQL's, and the wall time.
@@ -18,7 +19,9 @@ import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { benchSql, ROOT_SECRET, startServer, truncate, fmt, median, type ServerProcess } from './common.ts';
 import { allLines, dataSet, split, type DataSetName } from './data.ts';
-import { backendsBetween, serverCpu } from './raw.ts';
+import { backendsBetween, countLines, rawDump, rawLoad, serverCpu } from './raw.ts';
+import { ident } from '../../src/storage/db.ts';
+import { tableOf } from '../../src/fhir/types.ts';
 import type { Sql } from '../../src/storage/db.ts';
 
 const rows = Number(process.argv[2] ?? 200_000);
@@ -89,7 +92,40 @@ try {
       if (status.status !== 'active') throw new Error(`$import ended ${JSON.stringify(status).slice(0, 300)}`);
     }
   }
-  const run: Record<string, (url: string) => Promise<number>> = {
+  async function dump(url: string): Promise<number> {
+    let lines = 0;
+    for (const type of types) {
+      const res = await fetch(`${url}/${type}/$dump`, { headers: { authorization: auth, 'accept-encoding': 'identity' } });
+      for await (const chunk of res.body!) lines += countLines(chunk);
+    }
+    if (lines !== rows) throw new Error(`$dump gave ${lines} lines`);
+    return 0;
+  }
+  async function exportAll(url: string): Promise<number> {
+    const kick = await fetch(`${url}/$export?_type=${types.join(',')}`, { headers: { authorization: auth, prefer: 'respond-async' } });
+    if (kick.status !== 202) throw new Error(`$export ${kick.status} ${await kick.text()}`);
+    const status = kick.headers.get('content-location')!;
+    let polls = 0;
+    for (;;) {
+      polls++;
+      const res = await fetch(status, { headers: { authorization: auth } });
+      if (res.status === 202) { await res.arrayBuffer(); await Bun.sleep(50); continue; }
+      const manifest = (await res.json()) as { output: { url: string; count: number }[] };
+      for (const file of manifest.output) {
+        const f = await fetch(file.url, { headers: { authorization: auth, 'accept-encoding': 'gzip' }, decompress: false } as RequestInit);
+        for await (const _ of f.body!) { /* bytes only */ }
+      }
+      await fetch(status, { method: 'DELETE', headers: { authorization: auth } }).then((r) => r.arrayBuffer());
+      const n = manifest.output.reduce((a, f) => a + f.count, 0);
+      if (n !== rows) throw new Error(`$export counted ${n}`);
+      return polls;
+    }
+  }
+  const readOps = new Set(['dump', 'export', 'raw2']);
+  const run: Record<string, (url: string, side: Side) => Promise<number>> = {
+    dump,
+    export: exportAll,
+    raw2: async (_url, side) => { const r = await rawDump(side.server.databaseUrl, types, 2); if (r.rows !== rows) throw new Error('raw2 rows'); return 0; },
     load,
     import: (url) => importOf(url, inputs.map((input, i) => ({ type: input.type, url: `${base}/${input.type}.${i}.ndjson.gz` }))),
     import1: (url) => importOf(url, [{ url: `${base}/all.gz` }]),
@@ -100,6 +136,10 @@ try {
     for (const { op, side } of round % 2 ? order.reverse() : order) {
       const { server, sql } = side;
       await truncate(sql, types);
+      if (readOps.has(op)) {
+        await rawLoad(server.databaseUrl, data.types, 2);
+        for (const type of types) await sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+      }
       await Bun.sleep(300);
       const tool = process.env.PROBE_TOOL && round > 0
         ? Bun.spawn([...process.env.PROBE_TOOL.replaceAll('{op}', `${side.label}-${op}`).replaceAll('{round}', String(round)).split(' '), '-p', String(server.pid)], { stdout: 'inherit', stderr: 'inherit' })
@@ -108,7 +148,7 @@ try {
       const t0 = threads(server.pid);
       const before = await serverCpu(sql, server.pid);
       const w0 = performance.now();
-      const polls = await run[op]!(server.url);
+      const polls = await run[op]!(server.url, side);
       const wall = (performance.now() - w0) / 1000;
       const after = await serverCpu(sql, server.pid);
       const t1 = threads(server.pid);

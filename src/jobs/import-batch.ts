@@ -40,6 +40,13 @@ export class BatchWriter {
   private lastLine: number;
   /** Source bytes already added to the bytes-read counter by this run. */
   private bytesCounted = 0;
+  /**
+   * Types merged with the upsert from now on: a batch's plain INSERT met an existing id. Until
+   * then each batch tries the INSERT first (staging-merge.ts): an import into tables that do not
+   * hold its ids yet skips ON CONFLICT's cost, and one that does fails its first INSERT at the
+   * first such id, once per type and run.
+   */
+  private upsertOnly = new Set<string>();
   error: unknown;
 
   constructor(
@@ -95,7 +102,8 @@ export class BatchWriter {
       if (gate !== 'ok') return { value: gate };
       let imported = 0;
       if (rows.length > 0) {
-        const merged = await mergeStaging(tx, table, { update: job.update, method: 'copy', staged });
+        const merged = await mergeStaging(tx, table, { update: job.update, method: 'copy', staged, insertFirst: (type) => !this.upsertOnly.has(type) });
+        for (const type of merged.conflicted) this.upsertOnly.add(type);
         for (const n of Object.values(merged.counts)) imported += n;
         counted = merged.counts;
       }

@@ -29,13 +29,16 @@ function historySql(table: string, type: string, ids: string): string {
  * cannot affect row a second time", SQLSTATE 21000); then the same is redone with
  * DISTINCT ON (id) … ORDER BY id, line DESC, so the last line wins.
  *
- * Into an empty table (a first migration) the rows go in with a plain INSERT: ON CONFLICT's
- * speculative insertion cost about a fifth of the merge of 200,000 small rows (BENCHMARKS.md,
- * $load), and with no current row there is nothing to archive either. A row that appears
- * meanwhile (another load committing the same id) or a duplicated id in the source fails that
- * INSERT with 23505 inside its savepoint, and the upsert above runs instead: the same final state.
+ * A plain INSERT is tried first when `insertFirst` says so ('when-empty': when the type's table
+ * has no row, as in a first migration): ON CONFLICT's speculative insertion cost about a fifth of
+ * the merge of 200,000 small rows (BENCHMARKS.md, $load), and with no current row there is nothing
+ * to archive either. Any id that exists (another load committed it meanwhile, the table was not
+ * empty, or the source repeats it) fails that INSERT with 23505 inside its savepoint, and the
+ * upsert above runs instead: the same final state; `conflicted` then tells the caller.
  */
-export async function mergeSetBased(tx: AnySql, table: string, type: string, options: { update: boolean; version: Version }): Promise<number> {
+export async function mergeSetBased(
+  tx: AnySql, table: string, type: string, options: { update: boolean; version: Version; insertFirst?: boolean | 'when-empty' },
+): Promise<{ count: number; conflicted: boolean }> {
   const source = `${ident(table)} where type = $1 and error is null`;
   const parameters = [type, options.version.txid, options.version.ts];
   const run = async (sql: AnySql, rows: string) => {
@@ -44,22 +47,29 @@ export async function mergeSetBased(tx: AnySql, table: string, type: string, opt
     return result.count;
   };
   // postgres.js fails the whole transaction on any failed query outside `savepoint()`.
+  let conflicted = false;
   if ('savepoint' in tx) {
-    const [current] = await tx.unsafe(`select exists (select 1 from ${ident(tableOf(type))}) as any`);
-    if (current && current.any === false) {
+    let insertFirst = options.insertFirst ?? 'when-empty';
+    if (insertFirst === 'when-empty') {
+      const [current] = await tx.unsafe(`select exists (select 1 from ${ident(tableOf(type))}) as any`);
+      insertFirst = current?.any === false;
+    }
+    if (insertFirst) {
       try {
-        return await tx.savepoint(async (sp) => (await sp.unsafe(`${INSERT_HEAD(type)} ${SELECT_VERSIONED} from ${source}`, parameters)).count);
+        const count = await tx.savepoint(async (sp) => (await sp.unsafe(`${INSERT_HEAD(type)} ${SELECT_VERSIONED} from ${source}`, parameters)).count);
+        return { count, conflicted };
       } catch (err) {
         if (pgCode(err) !== '23505') throw err;
+        conflicted = true;
       }
     }
     try {
-      return await tx.savepoint((sp) => run(sp, source));
+      return { count: await tx.savepoint((sp) => run(sp, source)), conflicted };
     } catch (err) {
       if (pgCode(err) !== '21000') throw err;
     }
   }
-  return run(tx, `(select distinct on (id) id, resource from ${source} order by id, line desc) as last_lines`);
+  return { count: await run(tx, `(select distinct on (id) id, resource from ${source} order by id, line desc) as last_lines`), conflicted };
 }
 
 /**

@@ -158,6 +158,11 @@ export interface MergeOptions {
   batchRows?: number;
   /** Rows per type with `error is null`, when the caller counted them; saves a scan of the staging table. */
   staged?: Record<string, number>;
+  /**
+   * copy: per type, whether a plain INSERT is tried before the upsert (staging-merge.ts
+   * `mergeSetBased`); default 'when-empty', when the type's table has no row.
+   */
+  insertFirst?: (type: string) => boolean | 'when-empty';
 }
 
 export interface MergeResult {
@@ -165,6 +170,8 @@ export interface MergeResult {
   counts: Record<string, number>;
   /** Staged rows superseded by a later line with the same type and id (the last line wins). */
   duplicates: number;
+  /** Types whose plain INSERT met an existing id (and were upserted instead). */
+  conflicted: string[];
 }
 
 /**
@@ -177,6 +184,7 @@ export async function mergeStaging(tx: AnySql, table: string, options: MergeOpti
   const staged = options.staged ?? (await stagedPerType(tx, table));
   const counts: Record<string, number> = {};
   let duplicates = 0;
+  const conflicted: string[] = [];
   let version: Version | undefined;
   // The set-based merge reads the staging table once per type. With many types (a whole export in
   // one file) those scans were a third of the merge: 15 scans of 200,000 small rows (177 MB, more
@@ -190,13 +198,18 @@ export async function mergeStaging(tx: AnySql, table: string, options: MergeOpti
     if (rows === 0) continue;
     if (!isKnownType(type)) throw new Error(`staging table ${table} holds an unknown type ${JSON.stringify(type)}`);
     version ??= await takeVersion(tx);
-    const merged = options.method === 'copy'
-      ? await mergeSetBased(tx, table, type, { update: options.update, version })
-      : await mergeBatched(tx, table, type, { update: options.update, batchRows: options.batchRows ?? 5000, version });
+    let merged: number;
+    if (options.method === 'copy') {
+      const result = await mergeSetBased(tx, table, type, { update: options.update, version, insertFirst: options.insertFirst?.(type) });
+      merged = result.count;
+      if (result.conflicted) conflicted.push(type);
+    } else {
+      merged = await mergeBatched(tx, table, type, { update: options.update, batchRows: options.batchRows ?? 5000, version });
+    }
     counts[type] = merged;
     duplicates += rows - merged;
   }
-  return { counts, duplicates };
+  return { counts, duplicates, conflicted };
 }
 
 async function stagedPerType(tx: AnySql, table: string): Promise<Record<string, number>> {

@@ -21,7 +21,7 @@ test('COPY streams rows into an unlogged staging table and the merge upserts the
     expect(copied).toBe(3);
     return mergeStaging(tx, table, { update: false, method: 'copy' });
   });
-  expect(result).toEqual({ counts: { Organization: 1, Patient: 2 }, duplicates: 0 });
+  expect(result).toEqual({ counts: { Organization: 1, Patient: 2 }, duplicates: 0, conflicted: [] });
   const rows = await sql`select id, status, resource_type, resource from patient order by id`;
   expect(rows.map((r) => [r.id, r.status, r.resource_type, r.resource.name[0].family])).toEqual([
     ['a', 'created', 'Patient', 'F1'], ['b', 'created', 'Patient', 'F2'],
@@ -37,7 +37,8 @@ test('the last line of a duplicated id wins, with copy and with insert, and dupl
       await copyIntoStaging(tx, table, rows);
       return mergeStaging(tx, table, { update: false, method, batchRows: 2 });
     });
-    expect(result).toEqual({ counts: { Patient: 3 }, duplicates: 2 });
+    // copy: the plain INSERT into the empty table meets the repeated id, and the upsert runs
+    expect(result).toEqual({ counts: { Patient: 3 }, duplicates: 2, conflicted: method === 'copy' ? ['Patient'] : [] });
     const stored = await sql`select id, resource->'name'->0->>'family' as f from patient order by id`;
     expect(stored.map((r) => `${r.id}:${r.f}`)).toEqual(['x:F4', 'y:F2', 'z:F5']);
   }
@@ -55,7 +56,7 @@ test('a merge of 10,000 rows or more of several types reads each type through an
     const indexed = await tx`select indexdef from pg_indexes where tablename = ${table}`;
     return { result, indexed: indexed.map((r) => String(r.indexdef)) };
   });
-  expect(result).toEqual({ counts: { Organization: 5002, Patient: 5002 }, duplicates: 1 });
+  expect(result).toEqual({ counts: { Organization: 5002, Patient: 5002 }, duplicates: 1, conflicted: ['Patient'] });
   expect(indexed.some((d) => /\(type\)$/.test(d))).toBe(true);
   expect((await sql`select id, resource->>'x' as x from patient where id not like 'bulk-%' order by id`).map((r) => `${r.id}:${r.x}`)).toEqual(['p2:null', 'same:1']);
   expect((await sql`select id from organization where id not like 'bulk-%' order by id`).map((r) => r.id)).toEqual(['o2', 'same']);
@@ -92,7 +93,7 @@ test('into an empty table: an id another transaction commits meanwhile is update
       await Bun.sleep(20);
     }
     await other`commit`;
-    expect(await merging).toEqual({ counts: { Patient: 2 }, duplicates: 0 });
+    expect(await merging).toEqual({ counts: { Patient: 2 }, duplicates: 0, conflicted: ['Patient'] });
   } finally {
     other.release();
   }
@@ -100,6 +101,26 @@ test('into an empty table: an id another transaction commits meanwhile is update
   expect(stored.map((r) => `${r.id}:${r.status}:${r.f}`)).toEqual(['fresh:created:F2', 'race:updated:F1']);
   const history = await sql`select id, resource->'name'->0->>'family' as f from patient_history`;
   expect(history.map((r) => `${r.id}:${r.f}`)).toEqual(['race:other']);
+});
+
+test('insertFirst: a plain INSERT that meets an existing id at its last row ends as the upsert; false skips it', async () => {
+  await sql`truncate patient, patient_history`;
+  await sql`insert into patient (id, txid, status, resource) values ('old', 1, 'created', '{"name": [{"family": "before"}]}')`;
+  const merge = (rows: StagingRow[], insertFirst: boolean) => sql.begin(async (tx) => {
+    const table = await createStaging(tx);
+    await copyIntoStaging(tx, table, rows);
+    return mergeStaging(tx, table, { update: true, method: 'copy', insertFirst: () => insertFirst });
+  });
+  expect(await merge([row(1, 'new1'), row(2, 'new2'), row(3, 'old')], true)).toEqual({ counts: { Patient: 3 }, duplicates: 0, conflicted: ['Patient'] });
+  const stored = await sql`select id, status, resource->'name'->0->>'family' as f from patient order by id`;
+  expect(stored.map((r) => `${r.id}:${r.status}:${r.f}`)).toEqual(['new1:created:F1', 'new2:created:F2', 'old:updated:F3']);
+  expect((await sql`select resource->'name'->0->>'family' as f from patient_history`).map((r) => r.f)).toEqual(['before']);
+  // new ids only: the INSERT goes through although the table is not empty
+  expect(await merge([row(1, 'new3')], true)).toEqual({ counts: { Patient: 1 }, duplicates: 0, conflicted: [] });
+  // false: the upsert straight away, even into an empty table
+  await sql`truncate patient, patient_history`;
+  expect(await merge([row(1, 'a'), row(2, 'a')], false)).toEqual({ counts: { Patient: 1 }, duplicates: 1, conflicted: [] });
+  expect((await sql`select resource->'name'->0->>'family' as f from patient`).map((r) => r.f)).toEqual(['F2']);
 });
 
 test('update: true moves overwritten rows to history; update: false does not', async () => {
