@@ -102,7 +102,9 @@ try {
     return 0;
   }
   async function exportAll(url: string): Promise<number> {
+    const k0 = performance.now();
     const kick = await fetch(`${url}/$export?_type=${types.join(',')}`, { headers: { authorization: auth, prefer: 'respond-async' } });
+    const kicked = performance.now();
     if (kick.status !== 202) throw new Error(`$export ${kick.status} ${await kick.text()}`);
     const status = kick.headers.get('content-location')!;
     let polls = 0;
@@ -111,10 +113,12 @@ try {
       const res = await fetch(status, { headers: { authorization: auth } });
       if (res.status === 202) { await res.arrayBuffer(); await Bun.sleep(50); continue; }
       const manifest = (await res.json()) as { output: { url: string; count: number }[] };
+      const ready = performance.now();
       for (const file of manifest.output) {
         const f = await fetch(file.url, { headers: { authorization: auth, 'accept-encoding': 'gzip' }, decompress: false } as RequestInit);
         for await (const _ of f.body!) { /* bytes only */ }
       }
+      if (process.env.PROBE_STEPS) console.log(`  export: kick-off ${(kicked - k0).toFixed(0)} ms, manifest at ${(ready - k0).toFixed(0)} ms, ${manifest.output.length} files downloaded in ${(performance.now() - ready).toFixed(0)} ms`);
       await fetch(status, { method: 'DELETE', headers: { authorization: auth } }).then((r) => r.arrayBuffer());
       const n = manifest.output.reduce((a, f) => a + f.count, 0);
       if (n !== rows) throw new Error(`$export counted ${n}`);

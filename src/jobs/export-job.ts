@@ -21,11 +21,11 @@ import type { Sql } from '../storage/db.ts';
 import { connectionLost } from '../storage/db.ts';
 import { copyBinaryDecoder } from '../storage/copy-binary.ts';
 import { DUMP_FIELD_COUNT } from '../storage/dump.ts';
-import { collectRefs, deletedRows, emptyTypes, estimateRows, openPart, openSnapshot, referencedIds } from '../storage/export-copy.ts';
+import { collectRefs, deletedRows, emptyTypes, estimateRows, openPart, openSnapshot, referencedIds, tableBytes } from '../storage/export-copy.ts';
 import { EXPORT_KIND, endExport, expireExports, exportIds, finishPart, readExport, startExport, updateProgress, type ExportJobRow } from '../storage/exports.ts';
-import { fileSplitter, removeJobFiles, sweepJobFiles, type WrittenFile } from '../storage/files.ts';
+import { fileSplitter, removeJobFiles, sweepJobFiles, syncFiles, type WrittenFile } from '../storage/files.ts';
 import { lineWriter } from '../operations/dump-lines.ts';
-import { partQuery, refSources, type Part } from '../operations/export-plan.ts';
+import { biggestFirst, partQuery, refSources, type Part } from '../operations/export-plan.ts';
 import { issueOutcomes } from '../operations/export.ts';
 import type { ExportParams } from '../operations/export-request.ts';
 import type { Job, JobKind, KindDeps } from './job.ts';
@@ -40,6 +40,11 @@ const PROGRESS_EVERY_MS = 1000;
  * the second core (BENCHMARKS.md, $export).
  */
 const PARALLEL_PARTS = 2;
+/**
+ * Workers taking parts: one more than the COPY slots, so that while a part's files are fsynced
+ * and committed (a few milliseconds each, once per part) the next part already reads.
+ */
+const WORKERS = PARALLEL_PARTS + 1;
 
 export function exportKind(deps: KindDeps): JobKind<{ exportId: string }> {
   const { config, log } = deps;
@@ -103,7 +108,7 @@ async function runExport(
   try {
     let done = exp.doneParts;
     if (exp.transactionTime === null) {
-      const outputTypes = parts.flatMap((p) => (p.kind === 'output' ? [p.type] : []));
+      const outputTypes = outputTypesOf(parts);
       const empty = new Set(await emptyTypes(sql, snapshot.id, outputTypes));
       const emptyParts = [...parts.entries()].flatMap(([i, p]) => (p.kind === 'output' && empty.has(p.type) ? [i] : []));
       const total = await estimateRows(sql, outputTypes.filter((t) => !empty.has(t)));
@@ -127,7 +132,7 @@ async function runExport(
     let refsResolve: (() => void) | undefined;
     if (refsIndex >= 0 && !done.includes(refsIndex)) refsDone = new Promise((resolve) => { refsResolve = resolve; });
     const refTypes = params.level !== 'system' ? new Set(params.refTypes ?? []) : new Set<string>();
-    const queue = [...parts.entries()].filter(([index]) => !done.includes(index));
+    const queue = biggestFirst([...parts.entries()].filter(([index]) => !done.includes(index)), await tableBytes(sql, outputTypesOf(parts)));
     const worker = async (): Promise<void> => {
       for (let next = queue.shift(); next; next = queue.shift()) {
         const [index, part] = next;
@@ -142,6 +147,7 @@ async function runExport(
           release();
         }
         if (stop.aborted) return;
+        await syncFiles(config.exportDir, exp.id, files.map((f) => f.name));
         await job.commit(async (tx) => {
           await finishPart(tx, exp.id, index, files);
           return { value: undefined, checkpoint: done.length + 1 };
@@ -155,9 +161,9 @@ async function runExport(
         report();
       }
     };
-    // the first failure stops the other worker; it is the run's error
+    // the first failure stops the other workers; it is the run's error
     let failure: { error: unknown } | undefined;
-    await Promise.all(Array.from({ length: PARALLEL_PARTS }, () => worker().catch((error: unknown) => {
+    await Promise.all(Array.from({ length: WORKERS }, () => worker().catch((error: unknown) => {
       failure ??= { error };
       local.abort(error);
       refsResolve?.();
@@ -172,6 +178,10 @@ async function runExport(
   } finally {
     snapshot.close();
   }
+}
+
+function outputTypesOf(parts: Part[]): string[] {
+  return parts.flatMap((p) => (p.kind === 'output' ? [p.type] : []));
 }
 
 /** A counting semaphore over the COPY connections of one run. */
@@ -271,8 +281,8 @@ async function writeOutput(
       nameOf: (i) => `${type}.${String(i * streams.length + half).padStart(3, '0')}.ndjson`,
     });
     try {
-      await writeCopy(stream, type, halves, async (chunk) => {
-        await splitter.write(chunk);
+      await writeCopy(stream, type, halves, async (chunks, lines) => {
+        await splitter.writeLines(chunks, lines);
         counts[half] = splitter.lines;
         progress(counts.reduce((a, b) => a + b, 0));
       });
@@ -286,11 +296,26 @@ async function writeOutput(
   return files.flat().sort((a, b) => a.name.localeCompare(b.name)).map((f) => ({ ...f, kind: 'output' as const, type }));
 }
 
-/** COPY tuples → `$dump` lines → `write`, one chunk at a time (the file's pace drives the COPY). */
-async function writeCopy(stream: ReadableStream<Uint8Array>, type: string, signal: AbortSignal, write: (chunk: Uint8Array) => Promise<void>): Promise<void> {
+/**
+ * COPY tuples → `$dump` lines → `write`, with the number of lines (one per tuple) in the chunks,
+ * one COPY chunk at a time (the file's pace drives the COPY).
+ */
+async function writeCopy(
+  stream: ReadableStream<Uint8Array>, type: string, signal: AbortSignal, write: (chunks: Uint8Array[], lines: number) => Promise<void>,
+): Promise<void> {
   const reader = stream.getReader();
   const lines = lineWriter(type);
-  const decoder = copyBinaryDecoder(DUMP_FIELD_COUNT, lines.tuple);
+  let tuples = 0;
+  const decoder = copyBinaryDecoder(DUMP_FIELD_COUNT, (buf: Buffer, fields: Int32Array) => {
+    lines.tuple(buf, fields);
+    tuples++;
+  });
+  const flush = async () => {
+    const chunks = lines.take();
+    const n = tuples;
+    tuples = 0;
+    if (chunks.length > 0 || n > 0) await write(chunks, n);
+  };
   const cancel = () => { void reader.cancel(signal.reason).catch(() => {}); };
   signal.addEventListener('abort', cancel, { once: true });
   try {
@@ -302,9 +327,9 @@ async function writeCopy(stream: ReadableStream<Uint8Array>, type: string, signa
         break;
       }
       decoder.push(value);
-      for (const chunk of lines.take()) await write(chunk);
+      await flush();
     }
-    for (const chunk of lines.take()) await write(chunk);
+    await flush();
   } catch (err) {
     if (!signal.aborted) await reader.cancel(err).catch(() => {});
     throw err;

@@ -169,6 +169,14 @@ export async function emptyTypes(sql: Sql, snapshot: string, types: string[]): P
   }
 }
 
+/** Each type's table size in bytes (with its TOAST): a run starts its biggest parts first. */
+export async function tableBytes(sql: Sql, types: string[]): Promise<Map<string, number>> {
+  if (types.length === 0) return new Map();
+  const rows = await sql`select t as type, pg_table_size(to_regclass(t2))::float8 as bytes
+    from unnest(${types}::text[], ${types.map((t) => tableOf(t))}::text[]) as u(t, t2)`;
+  return new Map(rows.map((r) => [String(r.type), Number(r.bytes ?? 0)]));
+}
+
 /**
  * Rows of the types for X-Progress: the planner's estimate (reltuples), 0 for an empty table,
  * an exact count only for a non-empty table never analysed yet.

@@ -36,6 +36,11 @@ function filePath(root: string, jobId: string, name: string): string {
 export interface FileSplitter {
   /** Appends ndjson bytes (whole lines or not); a file is cut after its `maxLines`th line. */
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Appends `chunks`, which hold exactly `lines` whole lines (the caller made them): when they fit
+   * in the current file they are not scanned for newlines, else as `write`.
+   */
+  writeLines(chunks: Uint8Array[], lines: number): Promise<void>;
   /** Closes the last file; returns every file written, in order. */
   close(): Promise<WrittenFile[]>;
   /** Lines written so far. */
@@ -69,8 +74,7 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
     const file = current;
     current = undefined;
     try {
-      await file.gzip.close();
-      await file.handle.sync();
+      await file.gzip.close(); // not fsynced here: see syncFiles
     } finally {
       await file.handle.close();
     }
@@ -86,33 +90,65 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
     await current.gzip.write(bytes);
   }
 
+  async function write(chunk: Uint8Array): Promise<void> {
+    let from = 0;
+    for (;;) {
+      const room = options.maxLines - (current?.lines ?? 0);
+      // find the room-th newline from `from`, or count those there are
+      let at = from;
+      let seen = 0;
+      while (seen < room) {
+        const nl = chunk.indexOf(0x0a, at);
+        if (nl < 0) break;
+        seen++;
+        at = nl + 1;
+      }
+      if (seen < room) return put(chunk.subarray(from), seen + 0);
+      await put(chunk.subarray(from, at), seen);
+      await finish();
+      from = at;
+      if (from >= chunk.length) return;
+    }
+  }
+
   return {
     get lines() { return total; },
-    async write(chunk) {
-      let from = 0;
-      for (;;) {
-        const room = options.maxLines - (current?.lines ?? 0);
-        // find the room-th newline from `from`, or count those there are
-        let at = from;
-        let seen = 0;
-        while (seen < room) {
-          const nl = chunk.indexOf(0x0a, at);
-          if (nl < 0) break;
-          seen++;
-          at = nl + 1;
+    write,
+    async writeLines(chunks, lines) {
+      // Counting lines is one indexOf per line: 0.05–0.08 s of the main thread per 148 MB of small
+      // resources, which the line writer already knows.
+      if (lines < options.maxLines - (current?.lines ?? 0)) {
+        let n = lines; // all in this file: counted once, with the first bytes
+        for (const chunk of chunks) {
+          if (chunk.length === 0) continue;
+          await put(chunk, n);
+          n = 0;
         }
-        if (seen < room) return put(chunk.subarray(from), seen + 0);
-        await put(chunk.subarray(from, at), seen);
-        await finish();
-        from = at;
-        if (from >= chunk.length) return;
+        return;
       }
+      for (const chunk of chunks) await write(chunk);
     },
     async close() {
       await finish();
       return written;
     },
   };
+}
+
+/**
+ * fsyncs written files, before their names are committed to a manifest (a manifest must never
+ * list a file a power loss could truncate). Apart from writing, so that an `$export` part gives
+ * up its COPY slot before waiting on the disk (jobs/export-job.ts).
+ */
+export async function syncFiles(root: string, jobId: string, names: string[]): Promise<void> {
+  for (const name of names) {
+    const handle = await fs.promises.open(filePath(root, jobId, name), 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
 }
 
 /** Removes a job's folder (DELETE, expiry, a job whose row is gone). */
