@@ -28,7 +28,7 @@ function jsonb(v: unknown): string {
   return JSON.stringify(v);
 }
 const perType: { type: string; copy: Buffer }[] = [];
-for (const t of data.types) {
+for (const t of data.types.filter((t) => !process.env.ONLY || t.type === process.env.ONLY)) {
   const parts: Buffer[] = [Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)];
   for (const line of t.ndjson.toString().split('\n')) {
     if (!line) continue;
@@ -60,5 +60,17 @@ for (let round = 0; round < Number(process.argv[4] ?? 5); round++) {
     d.end();
   }
   const cpu = process.cpuUsage(c0);
+  if (process.env.PER_TYPE) {
+    const line: string[] = [];
+    for (const t of perType) {
+      const w = newWriter(t.type);
+      const d = copyBinaryDecoder(4, process.env.DECODE_ONLY ? () => {} : (b, f) => w.tuple(b, f));
+      const t0 = performance.now();
+      for (const chunk of (t as any).chunks) { d.push(chunk); w.take(); }
+      d.end();
+      line.push(`${t.type} ${(performance.now() - t0).toFixed(1)}`);
+    }
+    console.log(`  ms per type: ${line.join(', ')}`);
+  }
   console.log(`${process.env.AB ? (round % 2 === 0 ? 'before' : 'after ') : ''} round ${round}: ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms cpu, ${((cpu.user + cpu.system) / rows).toFixed(2)} µs/row, out ${(out / 1e6).toFixed(0)} MB`);
 }

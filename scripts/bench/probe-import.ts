@@ -94,11 +94,12 @@ try {
   }
   async function dump(url: string): Promise<number> {
     let lines = 0;
-    for (const type of types) {
+    const only = process.env.PROBE_TYPES?.split(',');
+    for (const type of only ?? types) {
       const res = await fetch(`${url}/${type}/$dump`, { headers: { authorization: auth, 'accept-encoding': 'identity' } });
       for await (const chunk of res.body!) lines += countLines(chunk);
     }
-    if (lines !== rows) throw new Error(`$dump gave ${lines} lines`);
+    if (!only && lines !== rows) throw new Error(`$dump gave ${lines} lines`);
     return 0;
   }
   async function exportAll(url: string): Promise<number> {

@@ -104,7 +104,10 @@ async function runExport(
   const { sql, config } = deps;
   const params = exp.params as ExportParams;
   const parts = (exp.parts ?? []) as Part[];
+  const tl = (m: string) => { if (process.env.TL) console.log(`TL ${Date.now() % 100000} ${m}`); };
+  tl('run start');
   const snapshot = await openSnapshot(sql);
+  tl('snapshot');
   try {
     let done = exp.doneParts;
     if (exp.transactionTime === null) {
@@ -139,6 +142,7 @@ async function runExport(
         if (part.kind === 'output' && refTypes.has(part.type)) await refsDone;
         if (stop.aborted) return;
         const release = await slots.take();
+        tl(`part ${index} ${'type' in part ? part.type : part.kind} start`);
         let files: PartFile[];
         try {
           inFlight.set(index, 0);
@@ -147,6 +151,7 @@ async function runExport(
           release();
         }
         if (stop.aborted) return;
+        tl(`part ${index} copied`);
         await syncFiles(config.exportDir, exp.id, files.map((f) => f.name));
         await job.commit(async (tx) => {
           await finishPart(tx, exp.id, index, files);
@@ -169,11 +174,13 @@ async function runExport(
       refsResolve?.();
     })));
     if (failure) throw failure.error;
+    tl('all parts');
     if (signal.aborted) return 'stopped';
     await job.commit(async (tx) => {
       await endExport(tx, exp.id, { state: 'done' }, config.exportExpiresS);
       return { value: undefined };
     });
+    tl('done committed');
     return 'done';
   } finally {
     snapshot.close();

@@ -200,29 +200,91 @@ export function lineWriter(type: string): LineWriter {
 
 /**
  * Whether the object text `buf[rs, re)` (jsonb's output: members `"key": value` joined by `, `,
- * keys sorted by byte length) has a top-level member named `key` (quoted). Walks the members
- * whose keys are not longer than it: 'unsure' when the text is not as jsonb writes it. Measured:
- * the 7,394 ExplanationOfBenefit rows of the Synthea mix (5 KB, each with contained resources)
- * took the JSON.parse + JSON.stringify path before, about half of the server's CPU in a `$dump` of
- * the mix; walked, each costs a few microseconds.
+ * keys sorted by byte length, then by bytes) has a top-level member named `key` (quoted). Walks
+ * the members from the LAST one back, and stops at the first key that sorts before `key`: only
+ * the members with longer keys are skipped. 'unsure' when the text is not as jsonb writes it.
+ * Measured: the 7,394 ExplanationOfBenefit rows per 100,000 of the Synthea mix (5 KB, each with
+ * `contained` resources, so `"resourceType": ` occurs in every one) took the JSON.parse +
+ * JSON.stringify path at first, about half of the server's CPU in a `$dump` of the mix; walked
+ * from the first member, ~9 µs each, 44 % of the splicer's time on the mix, because their
+ * 5 KB `item` comes before `resourceType` in key order; walked from the last, only their
+ * `billablePeriod` is skipped (probe-dump.ts PER_TYPE=1: 131 ms → see BENCHMARKS.md change 5).
  */
 export function topLevelKey(buf: Buffer, rs: number, re: number, key: Buffer): 'present' | 'absent' | 'unsure' {
-  if (buf[rs] !== 0x7b) return 'unsure';
-  if (buf[rs + 1] === 0x7d) return 'absent';
-  let p = rs + 1;
+  if (re - rs < 2 || buf[rs] !== 0x7b || buf[re - 1] !== 0x7d) return 'unsure';
+  if (re - rs === 2) return 'absent';
+  let p = re - 2; // the last byte of the last member's value
   for (;;) {
-    if (buf[p] !== QUOTE) return 'unsure';
-    const start = p;
-    for (p++; p < re && buf[p] !== QUOTE; p++) if (buf[p] === BACKSLASH) return 'unsure';
-    const length = p + 1 - start; // with its quotes
-    if (length > key.length) return 'absent'; // the longer keys come after it
-    if (length === key.length && matchesAt(buf, start, key)) return 'present';
-    if (buf[p + 1] !== 0x3a || buf[p + 2] !== 0x20) return 'unsure'; // `": `
-    const end = skipValue(buf, p + 3, re);
-    if (end < 0) return 'unsure';
-    if (buf[end] !== 0x2c) return buf[end] === 0x7d ? 'absent' : 'unsure'; // `}`: that was the last member
-    p = end + 2; // `, `
+    const value = valueStart(buf, rs + 1, p);
+    if (value < 0) return 'unsure';
+    if (buf[value - 1] !== 0x20 || buf[value - 2] !== 0x3a || buf[value - 3] !== QUOTE) return 'unsure'; // `": `
+    const keyEnd = value - 3;
+    let keyStart = keyEnd - 1;
+    while (keyStart > rs && buf[keyStart] !== QUOTE) {
+      if (buf[keyStart] === BACKSLASH) return 'unsure';
+      keyStart--;
+    }
+    if (keyStart <= rs || buf[keyStart - 1] === BACKSLASH) return 'unsure';
+    const order = compareKeys(buf, keyStart, keyEnd + 1, key);
+    if (order === 0) return 'present';
+    if (order < 0) return 'absent'; // every key before this one sorts before it, so before `key`
+    if (keyStart - 1 === rs) return 'absent'; // that was the first member
+    if (buf[keyStart - 1] !== 0x20 || buf[keyStart - 2] !== 0x2c) return 'unsure'; // `, `
+    p = keyStart - 3;
   }
+}
+
+/** jsonb's key order of the quoted key `buf[start, end)` against `key` (quoted): length, then bytes. */
+function compareKeys(buf: Buffer, start: number, end: number, key: Buffer): number {
+  if (end - start !== key.length) return end - start - key.length;
+  for (let i = 0; i < key.length; i++) {
+    const d = buf[start + i]! - key[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/**
+ * The start of the JSON value whose last byte is `buf[p]`, scanning back no further than `lo`;
+ * -1 when no value in jsonb's text output ends there.
+ */
+function valueStart(buf: Buffer, lo: number, p: number): number {
+  const last = buf[p];
+  if (last === QUOTE) return stringStart(buf, lo, p);
+  if (last === 0x7d || last === 0x5d) {
+    let depth = 0;
+    for (let i = p; i >= lo; i--) {
+      const b = buf[i]!;
+      if (b === QUOTE) {
+        i = stringStart(buf, lo, i); // outside a string a quote ends one; go on before its start
+        if (i < 0) return -1;
+      } else if (b === 0x7d || b === 0x5d) {
+        depth++;
+      } else if (b === 0x7b || b === 0x5b) {
+        if (--depth === 0) return i;
+      }
+    }
+    return -1;
+  }
+  // a number, true, false or null: no space, quote, bracket, comma or colon in it
+  let i = p;
+  for (; i >= lo; i--) {
+    const b = buf[i]!;
+    if (b === 0x20) return i + 1;
+    if (b === QUOTE || b === 0x2c || b === 0x3a || b === 0x7b || b === 0x7d || b === 0x5b || b === 0x5d) return -1;
+  }
+  return -1;
+}
+
+/** The opening quote of the string whose closing quote is `buf[q]`, or -1. */
+function stringStart(buf: Buffer, lo: number, q: number): number {
+  for (let i = q - 1; i >= lo; i--) {
+    if (buf[i] !== QUOTE) continue;
+    let slashes = 0;
+    for (let j = i - 1; j >= lo && buf[j] === BACKSLASH; j--) slashes++;
+    if (slashes % 2 === 0) return i;
+  }
+  return -1;
 }
 
 /**

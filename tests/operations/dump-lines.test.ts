@@ -18,15 +18,34 @@ describe('topLevelKey', () => {
     expect(walk('{}')).toBe('absent');
   });
 
-  test('stops at the first key longer than the one sought', () => {
-    // a "resourceType" after a longer key cannot be top-level in jsonb's key order: not looked at
-    expect(walk('{"supportingInfo": [], "resourceType": "X"}')).toBe('absent');
+  test('walks from the last member and stops at the first key that sorts before the one sought', () => {
+    // jsonb's order: a member before "resourceType" with a shorter key cannot hide it; a key found
+    // after it in the walk (that is, before it in the text) is not looked at
+    expect(walk('{"resourceType": "X", "use": 1}')).toBe('absent');
+    expect(walk('{"use": 1, "resourceTypa": 2, "resourceType": "X", "resourceTypz": 3}')).toBe('present');
+    expect(walk('{"use": 1, "resourceTypa": 2, "resourceTypz": 3}')).toBe('absent');
+    // an ExplanationOfBenefit's shape: a big `item` early, contained resources, a longer key last
+    const item = JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ sequence: i, note: `"}], {"resourceType": ${i}` }))).replaceAll(':', ': ').replaceAll(',"', ', "');
+    expect(walk(`{"use": "claim", "item": ${item}, "contained": [{"id": "c", "resourceType": "Coverage"}], "billablePeriod": {"end": "x"}}`)).toBe('absent');
+    expect(walk(`{"use": "claim", "item": ${item}, "resourceType": "EOB", "billablePeriod": {"end": "x"}}`)).toBe('present');
   });
 
-  test('text not written as jsonb writes it is unsure, so the caller takes the slow path', () => {
+  test('values of every kind are skipped backwards: strings ending in escapes, scalars, nesting', () => {
+    expect(walk('{"a": "x\\\\", "b": "\\"", "c": "\\\\\\"", "zzzzzzzzzzzzzz": 1}')).toBe('absent');
+    expect(walk('{"a": true, "b": null, "c": -1.5, "resourceType": "X", "zzzzzzzzzzzzzz": false}')).toBe('present');
+    expect(walk('{"resourceType": "X", "zzzzzzzzzzzzzz": [[{"a": "]"}], {"b": "{"}]}')).toBe('present');
+    expect(walk('{"resourceType": "X", "zzzzzzzzzzzzzz": {"k": [1, {"resourceType": "Y"}]}}')).toBe('present');
+    expect(walk('{"zzzzzzzzzzzzzz": {"k": [1, {"resourceType": "Y"}]}}')).toBe('absent');
+  });
+
+  test('text not written as jsonb writes it is never absent, so the caller takes the slow path', () => {
     expect(walk('[{"resourceType": "X"}]')).toBe('unsure');
-    expect(walk('{"a":1, "resourceType": "X"}')).toBe('unsure');
-    expect(walk('{"a\\"b": 1, "resourceType": "X"}')).toBe('unsure');
+    expect(walk('{"resourceType": "X", "b":1}')).toBe('unsure');
+    expect(walk('{"a":1, "resourceType": "X"}')).not.toBe('absent');
+    expect(walk('{"resourceType": "X", "a\\"b": 1}')).toBe('unsure');
+    expect(walk('{"resourceType": "X", "zzzzzzzzzzzzzzzzzzzz\\"ab": 1}')).toBe('unsure');
     expect(walk('{"code": [1, 2')).toBe('unsure');
+    expect(walk('{"resourceType": "X", "code": 1 2}')).not.toBe('absent');
+    expect(walk('{"resourceType": "X", "zzzzzzzzzzzzzz": "unterminated}')).not.toBe('absent');
   });
 });
