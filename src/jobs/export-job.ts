@@ -45,6 +45,8 @@ const PARALLEL_PARTS = 2;
  * and committed (a few milliseconds each, once per part) the next part already reads.
  */
 const WORKERS = PARALLEL_PARTS + 1;
+/** The line writer's buffers: its chunks go to the gzip writer uncopied from 256 KiB (gzip.ts). */
+const EXPORT_CHUNK_BYTES = 1024 * 1024;
 
 export function exportKind(deps: KindDeps): JobKind<{ exportId: string }> {
   const { config, log } = deps;
@@ -311,7 +313,7 @@ async function writeCopy(
   stream: ReadableStream<Uint8Array>, type: string, signal: AbortSignal, write: (chunks: Uint8Array[], lines: number) => Promise<void>,
 ): Promise<void> {
   const reader = stream.getReader();
-  const lines = lineWriter(type);
+  const lines = lineWriter(type, EXPORT_CHUNK_BYTES);
   let tuples = 0;
   const decoder = copyBinaryDecoder(DUMP_FIELD_COUNT, (buf: Buffer, fields: Int32Array) => {
     lines.tuple(buf, fields);

@@ -42,14 +42,19 @@ export interface LineWriter {
   take(): Uint8Array[];
 }
 
-export function lineWriter(type: string): LineWriter {
+/**
+ * `chunkBytes`: the size of the buffers lines are written into (256 KiB, the `$dump` response's
+ * chunks); `$export` takes 1 MiB, so that its gzip gets big blocks it need not copy (gzip.ts).
+ * Bytes handed out by `take` are never written over.
+ */
+export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
   const prefix = Buffer.from(`{"resourceType":${JSON.stringify(type)},"id":"`);
   const slowOnly = type === 'Client'; // the secret must go (present()), so every row is rebuilt
   const hasResourceType = forwardFinder('"resourceType": ');
   const hasMeta = forwardFinder('"meta": ');
   const hasVersionId = forwardFinder('"versionId": ');
   const hasLastUpdated = forwardFinder('"lastUpdated": ');
-  let out = Buffer.allocUnsafe(CHUNK_BYTES);
+  let out = Buffer.allocUnsafe(chunkBytes);
   let pos = 0;
   let start = 0; // out[start, pos) is written but not yet taken
   let done: Uint8Array[] = [];
@@ -60,7 +65,7 @@ export function lineWriter(type: string): LineWriter {
   function ensure(bytes: number): void {
     if (pos + bytes <= out.length) return;
     if (pos > start) done.push(out.subarray(start, pos));
-    out = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, bytes));
+    out = Buffer.allocUnsafe(Math.max(chunkBytes, bytes));
     pos = 0;
     start = 0;
   }

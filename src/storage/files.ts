@@ -38,7 +38,8 @@ export interface FileSplitter {
   write(chunk: Uint8Array): Promise<void>;
   /**
    * Appends `chunks`, which hold exactly `lines` whole lines (the caller made them): when they fit
-   * in the current file they are not scanned for newlines, else as `write`.
+   * in the current file they are not scanned for newlines, else as `write`. The chunks' bytes must
+   * never change afterwards: big ones are compressed without a copy (gzip.ts `writeOwned`).
    */
   writeLines(chunks: Uint8Array[], lines: number): Promise<void>;
   /** Closes the last file; returns every file written, in order. */
@@ -81,16 +82,16 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
     written.push({ name: file.name, count: file.lines, bytes: file.bytes, plainBytes: file.plain, etag: file.hash.digest('hex').slice(0, 32) });
   }
 
-  async function put(bytes: Uint8Array, lines: number): Promise<void> {
+  async function put(bytes: Uint8Array, lines: number, owned = false): Promise<void> {
     if (bytes.length === 0) return;
     current ??= await open();
     current.lines += lines;
     current.plain += bytes.length;
     total += lines;
-    await current.gzip.write(bytes);
+    await (owned ? current.gzip.writeOwned(bytes) : current.gzip.write(bytes));
   }
 
-  async function write(chunk: Uint8Array): Promise<void> {
+  async function write(chunk: Uint8Array, owned = false): Promise<void> {
     let from = 0;
     for (;;) {
       const room = options.maxLines - (current?.lines ?? 0);
@@ -103,8 +104,8 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
         seen++;
         at = nl + 1;
       }
-      if (seen < room) return put(chunk.subarray(from), seen + 0);
-      await put(chunk.subarray(from, at), seen);
+      if (seen < room) return put(chunk.subarray(from), seen + 0, owned);
+      await put(chunk.subarray(from, at), seen, owned);
       await finish();
       from = at;
       if (from >= chunk.length) return;
@@ -121,12 +122,12 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
         let n = lines; // all in this file: counted once, with the first bytes
         for (const chunk of chunks) {
           if (chunk.length === 0) continue;
-          await put(chunk, n);
+          await put(chunk, n, true);
           n = 0;
         }
         return;
       }
-      for (const chunk of chunks) await write(chunk);
+      for (const chunk of chunks) await write(chunk, true);
     },
     async close() {
       await finish();

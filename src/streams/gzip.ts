@@ -178,6 +178,11 @@ function gzipError(error: unknown): OperationOutcomeError {
 export interface GzipWriter {
   /** Compresses `chunk`; resolves when the compressor can take more (backpressure). */
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * As `write`, for bytes nobody writes over afterwards (the `$dump` line writer's chunks): one of
+   * OWNED_MIN or more goes to zlib as it is, without the copy into a block.
+   */
+  writeOwned(chunk: Uint8Array): Promise<void>;
   /** Flushes the gzip trailer; resolves once `sink` has had every byte. */
   close(): Promise<void>;
 }
@@ -192,6 +197,12 @@ export interface GzipWriter {
  */
 const INPUT_BLOCK = 1024 * 1024;
 const OUTPUT_CHUNK = 256 * 1024;
+/**
+ * An owned chunk this big is compressed as it is: copying 148 MB into blocks took about a tenth
+ * of the `$export` file writer's main-thread time (BENCHMARKS.md, change 5), and zlib's cost per
+ * call is small from 256 KiB in.
+ */
+const OWNED_MIN = 256 * 1024;
 
 /**
  * Push-side gzip for files the server writes itself (`$export`): compressed bytes go to `sink` in
@@ -217,15 +228,26 @@ export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1
     gzip.once('error', (err) => reject(failure ?? err));
   });
   ended.catch(() => {});
+  async function give(bytes: Uint8Array): Promise<void> {
+    if (!gzip.write(bytes)) await Promise.race([new Promise((r) => gzip.once('drain', r)), ended]);
+  }
   async function flush(): Promise<void> {
     if (filled === 0) return;
     const full = block.subarray(0, filled);
     // zlib keeps the buffer until it has read it: a fresh block for the next bytes
     block = Buffer.allocUnsafe(INPUT_BLOCK);
     filled = 0;
-    if (!gzip.write(full)) await Promise.race([new Promise((r) => gzip.once('drain', r)), ended]);
+    await give(full);
   }
-  return {
+  const writer: GzipWriter = {
+    async writeOwned(chunk) {
+      if (chunk.length < OWNED_MIN) return writer.write(chunk);
+      if (failure !== undefined) throw failure;
+      await flush();
+      if (failure !== undefined) throw failure;
+      await give(chunk);
+      if (failure !== undefined) throw failure;
+    },
     async write(chunk) {
       if (failure !== undefined) throw failure;
       let from = 0;
@@ -247,4 +269,5 @@ export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1
       if (failure !== undefined) throw failure;
     },
   };
+  return writer;
 }

@@ -209,6 +209,23 @@ describe('gzipWriter', () => {
     expect(Bun.gunzipSync(await written([]))).toEqual(new Uint8Array(0));
   });
 
+  test('owned chunks, big ones uncopied, mixed with copied writes, keep their order in one member', async () => {
+    const out: Uint8Array[] = [];
+    const writer = gzipWriter(async (bytes) => { out.push(bytes.slice()); });
+    // sizes around the 256 KiB at which an owned chunk goes to zlib uncopied, and a partial block before one
+    const sizes = [100, 300_000, 5, 262_144, 262_143, 1_100_000, 70_000, 400_000, 1];
+    let at = 0;
+    for (let i = 0; at < big.length; i++) {
+      const chunk = big.subarray(at, at + sizes[i % sizes.length]!);
+      await (i % 3 === 2 ? writer.write(chunk) : writer.writeOwned(chunk));
+      at += chunk.length;
+    }
+    await writer.close();
+    const gz = Buffer.concat(out);
+    expect(Buffer.from(Bun.gunzipSync(gz)).equals(Buffer.from(big))).toBe(true);
+    expect(gz.readUInt32LE(gz.length - 4)).toBe(big.length);
+  });
+
   test('a failing sink fails write or close with its error', async () => {
     const writer = gzipWriter(async () => { throw new Error('disk full'); });
     const attempt = async () => { for (const chunk of chunked(big, 100_000)) await writer.write(chunk); await writer.close(); };
