@@ -115,10 +115,16 @@ try {
       if (res.status === 202) { await res.arrayBuffer(); await Bun.sleep(50); continue; }
       const manifest = (await res.json()) as { output: { url: string; count: number }[] };
       const ready = performance.now();
+      const perFile: string[] = [];
       for (const file of manifest.output) {
+        const f0 = performance.now();
         const f = await fetch(file.url, { headers: { authorization: auth, 'accept-encoding': 'gzip' }, decompress: false } as RequestInit);
-        for await (const _ of f.body!) { /* bytes only */ }
+        const f1 = performance.now();
+        let bytes = 0;
+        for await (const chunk of f.body!) bytes += chunk.length;
+        if (process.env.PROBE_STEPS) perFile.push(`${(f1 - f0).toFixed(1)}+${(performance.now() - f1).toFixed(1)}ms/${(bytes / 1e6).toFixed(1)}MB`);
       }
+      if (perFile.length) console.log(`  files (headers+body): ${perFile.join(' ')}`);
       if (process.env.PROBE_STEPS) console.log(`  export: kick-off ${(kicked - k0).toFixed(0)} ms, manifest at ${(ready - k0).toFixed(0)} ms, ${manifest.output.length} files downloaded in ${(performance.now() - ready).toFixed(0)} ms`);
       await fetch(status, { method: 'DELETE', headers: { authorization: auth } }).then((r) => r.arrayBuffer());
       const n = manifest.output.reduce((a, f) => a + f.count, 0);
