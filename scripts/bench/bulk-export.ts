@@ -97,15 +97,13 @@ async function dumpOverHttp(env: BenchEnv, type: string): Promise<number> {
 /** Kick-off, poll, download every file; returns the manifest's total count (checked against the rows). */
 async function exportOverHttp(env: BenchEnv, types: string[]): Promise<number> {
   const headers = { authorization: env.auth, prefer: 'respond-async', accept: 'application/fhir+json' };
-  console.log(`TL ${Date.now() % 100000} kick-off`);
   const kick = await fetch(`${env.url}/$export?_type=${types.join(',')}`, { headers });
-  console.log(`TL ${Date.now() % 100000} kicked`);
   if (kick.status !== 202) throw new Error(`$export kick-off: HTTP ${kick.status} ${await kick.text()}`);
   const status = kick.headers.get('content-location')!;
   let manifest: { output: { url: string; count: number }[] } | undefined;
   while (!manifest) {
     const res = await fetch(status, { headers: { authorization: env.auth, accept: 'application/json' } });
-    if (res.status === 200) { manifest = await res.json(); console.log(`TL ${Date.now() % 100000} manifest`); }
+    if (res.status === 200) manifest = await res.json();
     else if (res.status === 202) { await res.arrayBuffer(); await Bun.sleep(50); }
     else throw new Error(`$export status: HTTP ${res.status} ${await res.text()}`);
   }
@@ -114,7 +112,6 @@ async function exportOverHttp(env: BenchEnv, types: string[]): Promise<number> {
     if (res.status !== 200) throw new Error(`$export file: HTTP ${res.status}`);
     for await (const _ of res.body!) { /* bytes only: a client would store them */ }
   }
-  console.log(`TL ${Date.now() % 100000} downloaded`);
   await fetch(status, { method: 'DELETE', headers: { authorization: env.auth } }).then((r) => r.arrayBuffer());
   return manifest.output.reduce((n, f) => n + f.count, 0);
 }

@@ -42,7 +42,7 @@ const PROGRESS_EVERY_MS = 1000;
 const PARALLEL_PARTS = 2;
 /**
  * Workers taking parts: one more than the COPY slots, so that while a part's files are fsynced
- * and committed (a few milliseconds each, once per part) the next part already reads.
+ * and its checkpoint committed (35–100 ms per part, measured during a run) the next part reads.
  */
 const WORKERS = PARALLEL_PARTS + 1;
 /** The line writer's buffers: its chunks go to the gzip writer uncopied from 256 KiB (gzip.ts). */
@@ -106,10 +106,7 @@ async function runExport(
   const { sql, config } = deps;
   const params = exp.params as ExportParams;
   const parts = (exp.parts ?? []) as Part[];
-  const tl = (m: string) => { if (process.env.TL) console.log(`TL ${Date.now() % 100000} ${m}`); };
-  tl('run start');
   const snapshot = await openSnapshot(sql);
-  tl('snapshot');
   try {
     let done = exp.doneParts;
     if (exp.transactionTime === null) {
@@ -144,7 +141,6 @@ async function runExport(
         if (part.kind === 'output' && refTypes.has(part.type)) await refsDone;
         if (stop.aborted) return;
         const release = await slots.take();
-        tl(`part ${index} ${'type' in part ? part.type : part.kind} start`);
         let files: PartFile[];
         try {
           inFlight.set(index, 0);
@@ -153,8 +149,12 @@ async function runExport(
           release();
         }
         if (stop.aborted) return;
-        tl(`part ${index} copied`);
-        await syncFiles(config.exportDir, exp.id, files.map((f) => f.name));
+        try {
+          await syncFiles(config.exportDir, exp.id, files.map((f) => f.name));
+        } catch (err) {
+          if (stop.aborted) return; // cancelled meanwhile (DELETE removes the folder): not a failure
+          throw err;
+        }
         await job.commit(async (tx) => {
           await finishPart(tx, exp.id, index, files);
           return { value: undefined, checkpoint: done.length + 1 };
@@ -176,13 +176,11 @@ async function runExport(
       refsResolve?.();
     })));
     if (failure) throw failure.error;
-    tl('all parts');
     if (signal.aborted) return 'stopped';
     await job.commit(async (tx) => {
       await endExport(tx, exp.id, { state: 'done' }, config.exportExpiresS);
       return { value: undefined };
     });
-    tl('done committed');
     return 'done';
   } finally {
     snapshot.close();
