@@ -116,8 +116,8 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
     get lines() { return total; },
     write,
     async writeLines(chunks, lines) {
-      // Counting lines is one indexOf per line: 0.05–0.08 s of the main thread per 148 MB of small
-      // resources, which the line writer already knows.
+      // the line writer knows its lines: no indexOf per line (about 0.02 s of the main thread per
+      // 148 MB of small resources) unless a file ends inside these chunks
       if (lines < options.maxLines - (current?.lines ?? 0)) {
         let n = lines; // all in this file: counted once, with the first bytes
         for (const chunk of chunks) {

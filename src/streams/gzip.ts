@@ -199,7 +199,7 @@ const INPUT_BLOCK = 1024 * 1024;
 const OUTPUT_CHUNK = 256 * 1024;
 /**
  * An owned chunk this big is compressed as it is: copying 148 MB into blocks took about a tenth
- * of the `$export` file writer's main-thread time (BENCHMARKS.md, change 5), and zlib's cost per
+ * of the `$export` file writer's main-thread time (BENCHMARKS.md, change 6), and zlib's cost per
  * call is small from 256 KiB in.
  */
 const OWNED_MIN = 256 * 1024;

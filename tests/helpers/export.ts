@@ -1,10 +1,23 @@
 /** Bulk Data client steps for the $export tests: kick off, poll as a client does, download. */
 import { expect } from 'bun:test';
 import { gunzipSync } from 'node:zlib';
+import { basic, ROOT_SECRET } from './server.ts';
 
 /** What the tests need of a server: fetch relative to it with credentials. */
 export interface Requester {
   request(pathname: string, init?: RequestInit & { auth?: string | null; json?: unknown }): Promise<Response>;
+}
+
+/** A server process (tests/helpers/child-server.ts) as root: `json` is sent as the JSON body. */
+export function rootRequester(child: { url: string }): Requester {
+  return {
+    request: (pathname, init = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set('authorization', basic('root', ROOT_SECRET));
+      if (init.json !== undefined) headers.set('content-type', 'application/json');
+      return fetch(child.url + pathname, { ...init, headers, body: init.json !== undefined ? JSON.stringify(init.json) : init.body });
+    },
+  };
 }
 
 export interface ManifestItem { type: string; url: string; count: number }

@@ -12,9 +12,8 @@ import path from 'node:path';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { freePort, freshDatabase } from '../helpers/database.ts';
 import { spawnServer, type Child } from '../helpers/child-server.ts';
-import { basic, ROOT_SECRET } from '../helpers/server.ts';
 import { copyPatients } from '../operations/dump-helpers.ts';
-import { kickOff, outputByType, waitForManifest, type Requester } from '../helpers/export.ts';
+import { kickOff, outputByType, rootRequester, waitForManifest } from '../helpers/export.ts';
 
 const exportDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-export-moments-'));
 const ENV = { FHIRHOSE_EXPORT_DIR: exportDir, FHIRHOSE_LEASE_MS: '1500', FHIRHOSE_EXPORT_FILE_RESOURCES: '700', FHIRHOSE_LOG: 'info' };
@@ -23,15 +22,6 @@ let databaseUrl: string;
 let sql: Sql;
 const children: Child[] = [];
 
-function requester(child: Child): Requester {
-  return {
-    request: (pathname, init = {}) => {
-      const headers = new Headers(init.headers);
-      headers.set('authorization', basic('root', ROOT_SECRET));
-      return fetch(child.url + pathname, { ...init, headers });
-    },
-  };
-}
 
 async function copyRows(table: string, n: number, resource: (i: number) => string): Promise<void> {
   const text = Array.from({ length: n }, (_, i) => `${table[0]}${i}\t${i + 1}\tcreated\t${resource(i)}\n`).join('');
@@ -58,12 +48,12 @@ afterAll(async () => {
 test('SIGKILL at random moments of an export: the next server finishes it with every resource once', async () => {
   const dumped = new Map<string, string[]>();
   for (const type of TYPES) {
-    const res = await requester(children[0]!).request(`/${type}/$dump`, { headers: { 'accept-encoding': 'identity' } });
+    const res = await rootRequester(children[0]!).request(`/${type}/$dump`, { headers: { 'accept-encoding': 'identity' } });
     dumped.set(type, (await res.text()).split('\n').filter(Boolean).map((l) => JSON.stringify(JSON.parse(l))).sort());
   }
   // how long this machine takes for the export uncrashed (its manifest is checked too)
   const t0 = performance.now();
-  const whole = await waitForManifest(requester(children[0]!), await kickOff(requester(children[0]!), `/$export?_type=${TYPES.join(',')}`));
+  const whole = await waitForManifest(rootRequester(children[0]!), await kickOff(rootRequester(children[0]!), `/$export?_type=${TYPES.join(',')}`));
   const took = performance.now() - t0;
   expect(whole.output.reduce((n, o) => n + o.count, 0)).toBe([...dumped.values()].reduce((n, l) => n + l.length, 0));
   // early (planning, the first COPYs), middle, late (last parts, fsyncs, the final commit, or done)
@@ -73,7 +63,7 @@ test('SIGKILL at random moments of an export: the next server finishes it with e
   const states: string[] = [];
   for (const ms of moments) {
     const server = children[children.length - 1]!;
-    const status = await kickOff(requester(server), `/$export?_type=${TYPES.join(',')}`);
+    const status = await kickOff(rootRequester(server), `/$export?_type=${TYPES.join(',')}`);
     await Bun.sleep(ms);
     const [job] = await sql`select state, cardinality(done_parts) as done from export_job where id = ${status.split('/').pop()!}`;
     server.proc.kill('SIGKILL');
@@ -81,8 +71,8 @@ test('SIGKILL at random moments of an export: the next server finishes it with e
     await server.proc.exited;
     const next = await spawnServer(databaseUrl, await freePort(), ENV);
     children.push(next);
-    const manifest = await waitForManifest(requester(next), status, { timeoutMs: 60_000 });
-    const files = await outputByType(requester(next), manifest);
+    const manifest = await waitForManifest(rootRequester(next), status, { timeoutMs: 60_000 });
+    const files = await outputByType(rootRequester(next), manifest);
     for (const type of TYPES) {
       const lines = (files.get(type) ?? []).map((r) => JSON.stringify(r)).sort();
       // every resource once: nothing lost, nothing doubled, each line as $dump gives it

@@ -11,9 +11,8 @@ import path from 'node:path';
 import { connect, type Sql } from '../../src/storage/db.ts';
 import { freePort, freshDatabase } from '../helpers/database.ts';
 import { spawnServer, type Child } from '../helpers/child-server.ts';
-import { basic, ROOT_SECRET } from '../helpers/server.ts';
 import { copyPatients } from '../operations/dump-helpers.ts';
-import { kickOff, outputByType, waitForManifest, type Requester } from '../helpers/export.ts';
+import { kickOff, outputByType, rootRequester, waitForManifest } from '../helpers/export.ts';
 
 const exportDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fhirhose-export-restart-'));
 const ENV = { FHIRHOSE_EXPORT_DIR: exportDir, FHIRHOSE_LEASE_MS: '2000', FHIRHOSE_EXPORT_FILE_RESOURCES: '1000', FHIRHOSE_LOG: 'info' };
@@ -21,16 +20,6 @@ let databaseUrl: string;
 let sql: Sql;
 let children: Child[] = [];
 
-function requester(child: Child): Requester {
-  return {
-    request: (pathname, init = {}) => {
-      const headers = new Headers(init.headers);
-      headers.set('authorization', basic('root', ROOT_SECRET));
-      if (init.json !== undefined) headers.set('content-type', 'application/json');
-      return fetch(child.url + pathname, { ...init, headers, body: init.json !== undefined ? JSON.stringify(init.json) : init.body });
-    },
-  };
-}
 
 async function until(what: string, check: () => Promise<boolean>, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -60,7 +49,7 @@ afterAll(async () => {
 
 test('SIGKILL mid-export, another server takes over after the lease: same counts, same lines as $dump', async () => {
   const first = children[0]!;
-  const status = await kickOff(requester(first), '/$export?_type=Patient,Observation');
+  const status = await kickOff(rootRequester(first), '/$export?_type=Patient,Observation');
   const id = status.split('/').pop()!;
   // A run works on two parts at once: the small Observation part is done first while the Patient
   // COPY (12,000 Patients) goes on. Once the Observation part is committed, hold export_file
@@ -81,7 +70,7 @@ test('SIGKILL mid-export, another server takes over after the lease: same counts
 
   const second = await spawnServer(databaseUrl, await freePort(), ENV);
   children.push(second);
-  const manifest = await waitForManifest(requester(second), status, { timeoutMs: 60_000 });
+  const manifest = await waitForManifest(rootRequester(second), status, { timeoutMs: 60_000 });
   expect(second.output()).toContain(`export ${id}: resuming after`);
   const counts = (type: string) => manifest.output.filter((o) => o.type === type).reduce((n, o) => n + o.count, 0);
   expect(counts('Patient')).toBe(12_000);
@@ -90,9 +79,9 @@ test('SIGKILL mid-export, another server takes over after the lease: same counts
   const after = await sql`select name, etag from export_file where job_id = ${id} and type = 'Observation' order by name`;
   expect(after).toEqual(doneFiles);
 
-  const files = await outputByType(requester(second), manifest);
+  const files = await outputByType(rootRequester(second), manifest);
   for (const type of ['Patient', 'Observation']) {
-    const res = await requester(second).request(`/${type}/$dump`, { headers: { 'accept-encoding': 'identity' } });
+    const res = await rootRequester(second).request(`/${type}/$dump`, { headers: { 'accept-encoding': 'identity' } });
     const dumped = (await res.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
     const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
     expect((files.get(type) as { id: string }[]).sort(byId)).toEqual(dumped.sort(byId));
