@@ -1,5 +1,5 @@
 /**
- * A decoder for PostgreSQL's binary COPY format
+ * A decoder and an encoder for PostgreSQL's binary COPY format
  * (https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4): an 11-byte signature,
  * flags and a header extension, then per tuple an int16 field count and per field an int32 length
  * (-1 = NULL) followed by the bytes, then an int16 -1 trailer.
@@ -8,6 +8,9 @@
  * text, with no COPY escaping to undo (text COPY doubles every backslash), and every field comes
  * length-prefixed, so splitting rows needs no byte scan.
  */
+import { finished } from 'node:stream/promises';
+import type { Writable } from 'node:stream';
+
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
 
 /**
@@ -112,4 +115,134 @@ export function readTimestamptzInstant(buf: Buffer, offset: number): string | un
   const iso = date.toISOString();
   const body = year >= 0 && year <= 9999 ? iso.slice(0, 23) : `${String(Math.abs(year)).padStart(4, '0')}${iso.slice(iso.indexOf('-', 1), 23)}`;
   return `${body}${String(micros).padStart(3, '0')}Z`;
+}
+
+/** The `text` type's oid: the element type of a `text[]` field. */
+const TEXT_OID = 25;
+
+/**
+ * Writes tuples in the binary COPY format to the Writable of a `COPY … FROM STDIN (format binary)`
+ * (postgres.js `.writable()`), in chunks of `chunkBytes` or more, honouring the socket's
+ * backpressure. Binary rather than text or CSV for `$load` and `$import`: PostgreSQL then takes
+ * every field by its length instead of scanning each byte for delimiters and quotes, and a
+ * timestamp or bigint costs no parsing: the COPY of 200,000 small resources took 10 % less
+ * PostgreSQL time into a staging table, and 20 % less straight into a resource table with
+ * explicit timestamps (BENCHMARKS.md, change 7).
+ *
+ * A tuple is written synchronously, field by field, after `fits(worst)` said the chunk has room
+ * for it (else `await flush(worst)` first): one await per chunk, not per row.
+ */
+export class CopyBinaryWriter {
+  private buffer: Buffer;
+  private used = 0;
+  private failure: unknown;
+
+  constructor(private readonly writable: Writable, private readonly chunkBytes = 1 << 20) {
+    writable.on('error', (err) => { this.failure ??= err; });
+    this.buffer = Buffer.allocUnsafe(chunkBytes);
+    SIGNATURE.copy(this.buffer, 0);
+    this.buffer.writeUInt32BE(0, 11); // flags
+    this.buffer.writeUInt32BE(0, 15); // header extension length
+    this.used = 19;
+  }
+
+  /** Whether `bytes` more fit in the current chunk. */
+  fits(bytes: number): boolean {
+    return this.used + bytes <= this.buffer.length;
+  }
+
+  /** Sends the chunk so far and starts one of at least `bytes`; waits while the socket is full. */
+  async flush(bytes = 0): Promise<void> {
+    if (this.failure) throw this.failure;
+    const ok = this.used === 0 || this.writable.write(this.buffer.subarray(0, this.used));
+    // A new buffer each time: the Writable may keep the chunk queued until the socket takes it.
+    this.buffer = Buffer.allocUnsafe(Math.max(this.chunkBytes, bytes));
+    this.used = 0;
+    if (!ok) await drained(this.writable);
+  }
+
+  tuple(fields: number): void {
+    this.used = this.buffer.writeInt16BE(fields, this.used);
+  }
+
+  null(): void {
+    this.used = this.buffer.writeInt32BE(-1, this.used);
+  }
+
+  int4(value: number): void {
+    this.used = this.buffer.writeInt32BE(4, this.used);
+    this.used = this.buffer.writeInt32BE(value, this.used);
+  }
+
+  int8(value: bigint): void {
+    this.used = this.buffer.writeInt32BE(8, this.used);
+    this.used = this.buffer.writeBigInt64BE(value, this.used);
+  }
+
+  /** A text (or enum) field; worst case 4 + 3 × length bytes. */
+  text(value: string): void {
+    const n = this.buffer.write(value, this.used + 4, 'utf8');
+    this.buffer.writeInt32BE(n, this.used);
+    this.used += 4 + n;
+  }
+
+  /** A jsonb field from its JSON text; worst case 5 + 3 × length bytes. */
+  jsonb(json: string): void {
+    this.buffer[this.used + 4] = 1; // jsonb's binary version
+    const n = this.buffer.write(json, this.used + 5, 'utf8');
+    this.buffer.writeInt32BE(n + 1, this.used);
+    this.used += 5 + n;
+  }
+
+  /** A one-dimensional text[] without NULLs; worst case 24 + Σ(4 + 3 × length) bytes. */
+  textArray(items: readonly string[]): void {
+    const start = this.used;
+    let p = start + 4;
+    p = this.buffer.writeInt32BE(items.length === 0 ? 0 : 1, p); // dimensions
+    p = this.buffer.writeInt32BE(0, p); // no NULLs
+    p = this.buffer.writeInt32BE(TEXT_OID, p);
+    if (items.length > 0) {
+      p = this.buffer.writeInt32BE(items.length, p);
+      p = this.buffer.writeInt32BE(1, p); // lower bound
+      for (const item of items) {
+        const n = this.buffer.write(item, p + 4, 'utf8');
+        this.buffer.writeInt32BE(n, p);
+        p += 4 + n;
+      }
+    }
+    this.buffer.writeInt32BE(p - start - 4, start);
+    this.used = p;
+  }
+
+  /** Writes the trailer, ends the COPY and waits for PostgreSQL's answer. */
+  async end(): Promise<void> {
+    if (!this.fits(2)) await this.flush(2);
+    this.tuple(-1);
+    await this.flush();
+    this.writable.end();
+    await finished(this.writable);
+    if (this.failure) throw this.failure;
+  }
+
+  /** Fails the COPY (postgres.js sends CopyFail): the statement, and so the transaction, errs. */
+  async abort(err: unknown): Promise<void> {
+    this.writable.destroy(err instanceof Error ? err : new Error(String(err)));
+    await finished(this.writable).catch(() => {});
+  }
+}
+
+function drained(writable: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: unknown) => {
+      writable.off('drain', done);
+      writable.off('error', done);
+      writable.off('close', done);
+      if (err) reject(err);
+      else if (writable.destroyed && !writable.writableFinished) reject(new Error('COPY stream closed'));
+      else resolve();
+    };
+    writable.on('drain', done);
+    writable.on('error', done);
+    writable.on('close', done);
+  });
 }

@@ -192,3 +192,21 @@ test('rows larger than a COPY chunk and non-ASCII text arrive byte for byte', as
   expect(accents!.resource).toEqual({ name: [{ family: 'Müller-Łukasz', given: ['Zoë', '李'] }] });
   expect((await sql`select count(*)::int as n from patient`)[0]!.n).toBe(4);
 });
+
+test('refs arrive as text[] (empty, several, non-ASCII) or NULL, and line numbers and ids of many chunks stay in order', async () => {
+  const refs: (string[] | undefined)[] = [undefined, [], ['Patient/a'], ['Organization/o-1', 'Practitioner/ü-2', 'Patient/x.y']];
+  const rows: StagingRow[] = [];
+  for (let i = 0; i < 6_000; i++) rows.push({ ...row(i + 1, `r-${i}`, { pad: 'p'.repeat(i % 700) }), refs: refs[i % refs.length] });
+  const stored = await sql.begin(async (tx) => {
+    const table = await createStaging(tx);
+    expect(await copyIntoStaging(tx, table, batches(rows, 777))).toBe(rows.length);
+    return tx.unsafe<{ line: number; id: string; refs: string[] | null; pad: string }[]>(
+      `select line, id, refs, resource->>'pad' as pad from "${table}" order by line`);
+  });
+  expect(stored.length).toBe(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    const got = stored[i]!;
+    expect([got.line, got.id, got.pad.length]).toEqual([i + 1, `r-${i}`, i % 700]);
+    expect(got.refs).toEqual(refs[i % refs.length] ?? null);
+  }
+});
