@@ -1,5 +1,5 @@
 /**
- * npm `postinstall`: four changes to postgres.js 3.4.9, applied to the installed copy (every build of
+ * npm `postinstall`: five changes to postgres.js 3.4.9, applied to the installed copy (every build of
  * it: src for Bun, cjs, cf). Idempotent; fails the install when a text it fixes is not there
  * (another version), so a dependency update cannot silently drop a fix. Both are bugs of a
  * connection whose backend died (pg_terminate_backend, a database restart or failover):
@@ -38,6 +38,12 @@
  *    And a message split over two socket chunks is joined alone, not with all of the next chunk
  *    (Buffer.concat was a tenth of that CPU profile). Unmarked queries are unchanged; $dump-sql's
  *    connections (3) never carry the mark.
+ * 5. A `COPY … FROM STDIN` that PostgreSQL fails after the writable was ended never settles: `final`
+ *    drops the stream (`stream = null`) and waits for CommandComplete, but a failed COPY answers
+ *    ErrorResponse + ReadyForQuery, and `errored` only reaches the stream. So a COPY straight into
+ *    a resource table that meets an existing id (23505, src/storage/resource-copy.ts) hung its
+ *    transaction when its last rows were already sent. Fix: `errored` also fails a pending
+ *    `final`, so the writable errs with PostgreSQL's error.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -112,6 +118,11 @@ const FIXES = [
     file: 'connection.js',
     broken: '  function CopyOutResponse() {\n    stream = new Stream.Readable({\n      read() { socket.resume() }\n    })\n',
     added: `    stream.fhirhoseFrames = !!(query && query.fhirhoseFrames) ${MARK} (4)\n`,
+  },
+  {
+    file: 'connection.js',
+    broken: '  function errored(err) {\n    stream && (stream.destroy(err), stream = null)\n',
+    added: `    final && (final(err), final = null) ${MARK} (5): a COPY FROM STDIN failed after its end\n`,
   },
   {
     file: 'connection.js',

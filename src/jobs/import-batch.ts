@@ -8,6 +8,9 @@
 import type { InputJob, InputOutcome } from './import-job.ts';
 import { emptyStaging, gateBatch, recordBatch, type Gate } from '../storage/import-inputs.ts';
 import { copyIntoStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
+import { copyIntoResources, rowsByType } from '../storage/resource-copy.ts';
+import { takeVersion } from '../storage/versions.ts';
+import { pgCode, type TransactionSql } from '../storage/db.ts';
 import type { Line } from '../streams/lines.ts';
 import { parseLine } from '../operations/ingest.ts';
 import { badLines, bytesRead as bytesReadCounter, countImported } from '../metrics/fhirhose.ts';
@@ -92,21 +95,28 @@ export class BatchWriter {
     const bytes = bytesRead - this.bytesCounted;
     this.bytesCounted = bytesRead;
     this.inflight = job.commit(async (tx) => {
-      // The COPY goes first, into this claim's own table: while the client streams it, the
-      // transaction holds no lock anyone else waits for (a server frozen mid-COPY blocks nobody).
-      if (rows.length > 0) {
+      const types = [...rowsByType(rows)];
+      // Straight into the resource tables while no type of the batch met an existing id.
+      const direct = types.length > 0 && types.every(([type]) => !this.upsertOnly.has(type))
+        ? await copyDirect(tx, types, (sp) => gateBatch(sp, job.sessionId, job.input.idx, from))
+        : undefined;
+      if (!direct && rows.length > 0) {
+        // The COPY goes first, into this claim's own table: while it streams, the transaction
+        // holds no lock anyone else waits for (a server frozen mid-COPY blocks nobody).
         await emptyStaging(tx, table);
         await copyIntoStaging(tx, table, rows);
       }
-      const gate = await gateBatch(tx, job.sessionId, job.input.idx, from);
+      const gate = direct?.gate ?? (await gateBatch(tx, job.sessionId, job.input.idx, from));
       if (gate !== 'ok') return { value: gate };
-      let imported = 0;
-      if (rows.length > 0) {
+      if (direct) {
+        counted = direct.counts;
+      } else if (rows.length > 0) {
         const merged = await mergeStaging(tx, table, { update: job.update, method: 'copy', staged, insertFirst: (type) => !this.upsertOnly.has(type) });
         for (const type of merged.conflicted) this.upsertOnly.add(type);
-        for (const n of Object.values(merged.counts)) imported += n;
         counted = merged.counts;
       }
+      let imported = 0;
+      for (const n of Object.values(counted)) imported += n;
       const now = performance.now();
       await recordBatch(tx, job.sessionId, job.input.idx, {
         checkpoint, bytesRead, bytesTotal: this.bytesTotal ?? (done ? bytesRead : undefined),
@@ -144,6 +154,40 @@ export class BatchWriter {
     if (this.error !== undefined) return this.job.signal.aborted ? { kind: 'stopped' } : { kind: 'crashed', error: this.error };
     if (this.gate !== 'ok' || !this.finished) return { kind: 'stopped' };
     return { kind: 'done' };
+  }
+}
+
+/**
+ * The batch COPYed straight into the resource tables (storage/resource-copy.ts), and the gate
+ * checked, in a savepoint: undefined when an id was already there (23505: the savepoint is rolled
+ * back, and the batch goes through staging and the merge, which decides per id); a gate other
+ * than `ok` rolls the rows back too. Until a type meets an existing id, an import into tables
+ * that do not hold its ids writes each resource once.
+ */
+async function copyDirect(
+  tx: TransactionSql,
+  byType: [string, StagingRow[]][],
+  gate: (sql: TransactionSql) => Promise<Gate>,
+): Promise<{ gate: Gate; counts: Record<string, number> } | undefined> {
+  try {
+    return await tx.savepoint(async (sp) => {
+      const version = await takeVersion(sp);
+      const counts: Record<string, number> = {};
+      for (const [type, list] of byType) counts[type] = await copyIntoResources(sp, type, version, list);
+      const checked = await gate(sp);
+      if (checked !== 'ok') throw new Refused(checked);
+      return { gate: checked, counts };
+    });
+  } catch (err) {
+    if (err instanceof Refused) return { gate: err.gate, counts: {} };
+    if (pgCode(err) === '23505') return undefined;
+    throw err;
+  }
+}
+
+class Refused extends Error {
+  constructor(readonly gate: Gate) {
+    super(`batch refused: ${gate}`);
   }
 }
 

@@ -25,6 +25,8 @@ import { ndjsonLines, type Line, type LineBatch } from '../streams/lines.ts';
 import { copyIntoStaging, createStaging, dropStaging, mergeStaging } from '../storage/staging.ts';
 import { checkStagingRefs, type LineError } from '../storage/staging-check.ts';
 import { writeResource } from '../storage/resources.ts';
+import { takeVersion, type Version } from '../storage/versions.ts';
+import { copyDirect, stagedAfterDirect } from './load-direct.ts';
 import { cancelOnAbort, type TransactionSql } from '../storage/db.ts';
 
 /** SPEC §7: the response lists the first 100 bad lines. */
@@ -69,6 +71,10 @@ export async function loadSource(
   const counted = { ...source, stream: countBytes(abortable(source.stream, options.signal), (n) => bytesRead.inc({ operation: '$load' }, n)) };
   const lines = new LineReader(counted, lineOptions, { maxLineBytes: ctx.config.maxLineBytes, expansion: limits, signal: options.signal });
   const validationId = enable === 'async' ? `load-${crypto.randomUUID()}` : undefined;
+  // Straight into the resource tables (load-direct.ts) when nothing needs the staging table
+  // afterwards: no references check, no background validation, no kept temp_table, method copy.
+  const direct = request.method === 'copy' && request.tempTable === undefined && validationId === undefined && !(enable === 'on' && lineOptions.refs);
+
   const result = await ctx.sql
     .begin(async (tx) => {
       const stopCancelling = await cancelOnAbort(tx, options.signal);
@@ -85,24 +91,42 @@ export async function loadSource(
     .finally(() => lines.close());
 
   async function loadInTransaction(tx: TransactionSql) {
+    let rows = lines.rows();
+    let written: Record<string, number> = {};
+    let version: Version | undefined;
+    if (direct) {
+      version = await takeVersion(tx);
+      const result = await copyDirect(tx, version, rows);
+      written = result.counts;
+      if (!result.rest) {
+        if (lines.count === 0) throw emptySource(source.name);
+        options.signal?.throwIfAborted(); // gone during the last COPY: roll back
+        return { merged: { counts: written, duplicates: 0 }, errors: lines.errors, errorCount: lines.errorCount };
+      }
+      rows = result.rest;
+    }
     // Unlogged rather than temporary, even when dropped before the commit: a temporary table
     // lives in 8 MB of temp_buffers and spills, measured 15-20 % slower for COPY and merge.
     const table = await createStaging(tx, { name: request.tempTable });
     const scratch = request.tempTable === undefined && validationId === undefined;
-    await copyIntoStaging(tx, table, lines.rows());
-    if (lines.count === 0) {
-      throw new OperationOutcomeError('unprocessable', `Cannot load "${source.name}": the source is empty (no ndjson lines)`);
+    await copyIntoStaging(tx, table, rows);
+    if (lines.count === 0) throw emptySource(source.name);
+    let staged = lines.staged;
+    if (version) {
+      written = await stagedAfterDirect(tx, table, version, written);
+      staged = Object.fromEntries(Object.entries(lines.staged).map(([type, n]) => [type, n - (written[type] ?? 0)]));
     }
     let refErrors: LineError[] = [];
     let refErrorCount = 0;
     if (enable === 'on' && lineOptions.refs) {
       const checked = await checkStagingRefs(tx, table, { limit: ERROR_LIMIT });
-      for (const [type, n] of Object.entries(checked.perType)) lines.staged[type] = (lines.staged[type] ?? 0) - n;
+      for (const [type, n] of Object.entries(checked.perType)) staged[type] = (staged[type] ?? 0) - n;
       refErrors = checked.errors;
       refErrorCount = checked.errorCount;
     }
     options.signal?.throwIfAborted(); // the client is gone: do not start the merge
-    const merged = await mergeStaging(tx, table, { update: request.update, method: request.method, staged: lines.staged });
+    const merged = await mergeStaging(tx, table, { update: request.update, method: request.method, staged, version });
+    for (const [type, n] of Object.entries(written)) merged.counts[type] = (merged.counts[type] ?? 0) + n;
     if (validationId) {
       const total = Object.values(merged.counts).reduce((a, b) => a + b, 0);
       await writeResource(tx, 'OperationOutcome', validationId, runningOutcome(source.name, total, checks));
@@ -112,13 +136,17 @@ export async function loadSource(
     // `async` validates after the commit, so its staging table must outlive the transaction.
     if (scratch) await dropStaging(tx, table);
     const errors = [...lines.errors, ...refErrors].sort((a, b) => a.line - b.line).slice(0, ERROR_LIMIT);
-    return { table, merged, errors, errorCount: lines.errorCount + refErrorCount };
+    return { merged, errors, errorCount: lines.errorCount + refErrorCount };
   }
 
   for (const type of Object.keys(result.merged.counts)) ctx.changed(type);
   countImported('$load', result.merged.counts);
   if (result.errorCount > 0) badLines.inc({ operation: '$load' }, result.errorCount);
   return render(request, options.type, { ...result, validationId });
+}
+
+function emptySource(name: string): OperationOutcomeError {
+  return new OperationOutcomeError('unprocessable', `Cannot load "${name}": the source is empty (no ndjson lines)`);
 }
 
 function checkUrlType(type: string | undefined): void {

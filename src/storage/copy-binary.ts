@@ -90,6 +90,17 @@ export const JSONB_HEADER_BYTES = 1;
 const PG_EPOCH_MS = 946_684_800_000;
 
 /**
+ * An instant as `Version.ts` writes it (`2024-01-31T12:00:00.123456Z`, UTC, years 1000–9999) as
+ * a timestamptz field's value: microseconds since 2000-01-01 UTC.
+ */
+export function timestamptzMicros(instant: string): bigint {
+  const match = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})(\d{3})Z$/.exec(instant);
+  const ms = match ? Date.parse(`${match[1]}Z`) : Number.NaN;
+  if (!match || Number.isNaN(ms)) throw new Error(`not an instant with microseconds: ${JSON.stringify(instant)}`);
+  return BigInt(ms - PG_EPOCH_MS) * 1000n + BigInt(Number(match[2]));
+}
+
+/**
  * A timestamptz field (int64 microseconds since 2000-01-01 UTC) as the text
  * `to_char(ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')` gives (storage LAST_UPDATED),
  * for years 1–9999; undefined for ±infinity, where to_char gives NULL.

@@ -124,6 +124,8 @@ export interface MergeOptions {
    * `mergeSetBased`); default 'when-empty', when the type's table has no row.
    */
   insertFirst?: (type: string) => boolean | 'when-empty';
+  /** The version to write with (default: one taken for this merge), e.g. the one of rows a direct COPY wrote in the same load. */
+  version?: Version;
 }
 
 export interface MergeResult {
@@ -146,7 +148,7 @@ export async function mergeStaging(tx: AnySql, table: string, options: MergeOpti
   const counts: Record<string, number> = {};
   let duplicates = 0;
   const conflicted: string[] = [];
-  let version: Version | undefined;
+  let version = options.version;
   // The set-based merge reads the staging table once per type. With many types (a whole export in
   // one file) those scans were a third of the merge: 15 scans of 200,000 small rows (177 MB, more
   // than the default 128 MB of shared_buffers) 1.6–1.7 s; the index is built in one pass and each

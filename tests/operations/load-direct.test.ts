@@ -1,0 +1,131 @@
+/**
+ * `$load` straight into the resource tables (operations/load-direct.ts): taken when the ids are
+ * new, left for staging + merge at the first id already there, and the same final state and
+ * answer as the staging path (forced here with `temp_table`) in every case.
+ */
+import { afterAll, beforeAll, beforeEach, expect, test } from 'bun:test';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { ndjson, serveSources, type SourceServer } from '../helpers/sources.ts';
+
+let server: TestServer;
+let sources: SourceServer;
+beforeAll(async () => {
+  server = await startTestServer();
+  sources = serveSources();
+  // every table a load creates is logged, so a test can tell whether it staged
+  await server.sql.unsafe(`
+    create table if not exists ddl_log (name text);
+    create or replace function log_create() returns event_trigger language plpgsql as $$
+      begin insert into ddl_log select object_identity from pg_event_trigger_ddl_commands() where command_tag = 'CREATE TABLE'; end $$;
+    drop event trigger if exists log_create;
+    create event trigger log_create on ddl_command_end execute function log_create();`);
+});
+afterAll(async () => {
+  await server.sql.unsafe('drop event trigger if exists log_create');
+  sources.stop();
+  await server.stop();
+});
+beforeEach(async () => { await server.sql`truncate patient, patient_history, organization, organization_history, ddl_log`; });
+
+type Line = Record<string, unknown>;
+const patient = (id: string, family: string): Line => ({ resourceType: 'Patient', id, name: [{ family }] });
+const org = (id: string): Line => ({ resourceType: 'Organization', id, name: `Org ${id}` });
+
+async function load(lines: Line[], extra: Record<string, unknown> = {}) {
+  const url = sources.put(`/direct-${crypto.randomUUID()}.ndjson`, ndjson(lines));
+  const res = await server.request('/$load', { method: 'POST', json: { source: url, ...extra } });
+  return { status: res.status, body: await res.json() as Record<string, unknown> };
+}
+
+async function state() {
+  const rows = [];
+  for (const table of ['patient', 'organization', 'patient_history', 'organization_history']) {
+    for (const r of await server.sql.unsafe(`select id, status, resource, cts = ts as same from ${table} order by id`)) rows.push([table, r.id, r.status, r.same, r.resource]);
+  }
+  const [{ txids }] = await server.sql`select count(distinct txid)::int as txids from (select txid from patient union all select txid from organization) v` as any;
+  return { rows, txids };
+}
+
+const staged = async () => (await server.sql`select count(*)::int as n from ddl_log where name like '%_fhirhose_stage_%'`)[0]!.n as number;
+
+/** Loads `lines` both ways into the same starting tables; returns both answers and states. */
+async function bothWays(lines: Line[], before: Line[] = [], extra: Record<string, unknown> = {}) {
+  const out = [];
+  for (const tempTable of [undefined, '_direct_compare']) {
+    await server.sql`truncate patient, patient_history, organization, organization_history, ddl_log`;
+    if (before.length > 0) expect((await load(before)).status).toBe(200);
+    await server.sql`truncate ddl_log`;
+    const answer = await load(lines, { ...extra, ...(tempTable ? { temp_table: tempTable } : {}) });
+    out.push({ answer, staged: await staged(), ...(await state()) });
+  }
+  return { direct: out[0]!, staging: out[1]! };
+}
+
+test('new ids of several types go straight into their tables, with no staging table, one txid, as staging would write them', async () => {
+  const lines = [patient('a', 'A'), patient('b', 'B'), org('o1'), org('o2'), patient('c', 'C')];
+  const { direct, staging } = await bothWays(lines);
+  expect(direct.answer).toEqual({ status: 200, body: { Patient: 3, Organization: 2 } });
+  expect(direct.staged).toBe(0);
+  expect(direct.txids).toBe(1);
+  expect(direct.rows).toEqual(staging.rows);
+  expect(direct.rows.filter((r) => r[2] !== 'created')).toEqual([]);
+});
+
+test('an id repeated in the same run: the segment is staged, the last line wins and the duplicate is counted', async () => {
+  const lines = [org('o1'), patient('a', 'first'), patient('b', 'B'), patient('a', 'last')];
+  const { direct, staging } = await bothWays(lines, [], { update: true });
+  expect(direct.answer).toEqual({ status: 200, body: { Organization: 1, Patient: 2, duplicates: 1 } });
+  expect(direct.answer).toEqual(staging.answer);
+  expect(direct.staged).toBe(1);
+  expect(direct.txids).toBe(1);
+  expect(direct.rows).toEqual(staging.rows);
+  expect(direct.rows.find((r) => r[0] === 'patient' && r[1] === 'a')![4]).toEqual({ name: [{ family: 'last' }] });
+});
+
+test('an id written straight, then repeated in a later run of its type: it moves back to staging, created once, no history', async () => {
+  const lines = [patient('a', 'first'), patient('b', 'B'), org('o1'), patient('c', 'C'), patient('a', 'last'), org('o2')];
+  const { direct, staging } = await bothWays(lines, [], { update: true });
+  expect(direct.answer).toEqual({ status: 200, body: { Patient: 3, Organization: 2, duplicates: 1 } });
+  expect(direct.answer).toEqual(staging.answer);
+  expect(direct.staged).toBe(1);
+  expect(direct.txids).toBe(1);
+  expect(direct.rows).toEqual(staging.rows);
+  expect(direct.rows.filter((r) => String(r[0]).endsWith('_history'))).toEqual([]);
+});
+
+test('ids the tables already hold: updated, with history, as the staging path does', async () => {
+  const before = [patient('a', 'old'), org('o1')];
+  const lines = [org('o2'), patient('new', 'N'), patient('a', 'new'), org('o1')];
+  const { direct, staging } = await bothWays(lines, before, { update: true });
+  expect(direct.answer).toEqual({ status: 200, body: { Organization: 2, Patient: 2 } });
+  expect(direct.staged).toBe(1);
+  expect(direct.rows).toEqual(staging.rows);
+  expect(direct.rows.filter((r) => r[2] === 'updated').map((r) => r[1])).toEqual(['a', 'o1']);
+  expect(direct.rows.filter((r) => String(r[0]).endsWith('_history')).map((r) => r[1])).toEqual(['a', 'o1']);
+});
+
+test('after 60 runs of types the rest is staged; the result is the same', async () => {
+  const lines: Line[] = [];
+  for (let i = 0; i < 70; i++) lines.push(i % 2 ? org(`o${i}`) : patient(`p${i}`, `F${i}`));
+  const { direct, staging } = await bothWays(lines);
+  expect(direct.answer).toEqual({ status: 200, body: { Patient: 35, Organization: 35 } });
+  expect(direct.staged).toBe(1);
+  expect(direct.txids).toBe(1);
+  expect(direct.rows).toEqual(staging.rows);
+});
+
+test('bad lines are reported the same way; a source of bad lines only writes nothing; an empty source is refused', async () => {
+  const lines = [patient('a', 'A'), { resourceType: 'Patient' }, patient('b', 'B')];
+  const { direct, staging } = await bothWays(lines);
+  expect(direct.answer.status).toBe(200);
+  expect(direct.answer).toEqual(staging.answer);
+  expect(direct.answer.body.errorCount).toBe(1);
+  expect(direct.staged).toBe(0);
+  expect(direct.rows).toEqual(staging.rows);
+  await server.sql`truncate patient, patient_history`;
+  const onlyBad = await load([{ resourceType: 'Patient' }]);
+  expect([onlyBad.status, onlyBad.body.errorCount]).toEqual([200, 1]);
+  const empty = await load([]);
+  expect(empty.status).toBe(422);
+  expect((await state()).rows).toEqual([]);
+});
