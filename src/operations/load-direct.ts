@@ -16,7 +16,7 @@ import type { Version } from '../storage/versions.ts';
  * Characters of JSON per segment: what a failing segment keeps in memory to be staged instead
  * (about twice that as JS strings). More segments cost a savepoint and a COPY start each.
  */
-const SEGMENT_CHARS = 16 * 1024 * 1024;
+const SEGMENT_CHARS = 8 * 1024 * 1024;
 /**
  * After this many segments the rest of the source is staged: each savepoint is a subtransaction,
  * and past 64 of them every other session's snapshot overflows its subtransaction cache.
