@@ -4,7 +4,8 @@
  * `POST /$load` of one gzipped file, (ops `dump`, `export`, `raw2`: the data loaded untimed first, then
  * every type's `GET /<Type>/$dump`, a system `$export` with its files downloaded, two raw COPYs), `POST /$import` of the same lines as one gzipped input per
  * type (a type over a quarter of the bytes cut into several, as the bench does) and, as `import1`,
- * as one input, round by round. Prints per run the server's CPU seconds (and per thread group,
+ * as one input (ops `reload`, `reimport`: the same `$load` and `$import` into tables that hold every
+ * id already, filled untimed by raw COPY: the upsert path), round by round. Prints per run the server's CPU seconds (and per thread group,
  * /proc/<pid>/task/<tid>/stat, threads grouped by name), PostgreSQL's, and the wall time.
  *
  *   bun scripts/bench/probe-import.ts [rows=200000] [data=small] [rounds=3] [ops=load,import,import1]
@@ -140,6 +141,9 @@ try {
     load,
     import: (url) => importOf(url, inputs.map((input, i) => ({ type: input.type, url: `${base}/${input.type}.${i}.ndjson.gz` }))),
     import1: (url) => importOf(url, [{ url: `${base}/all.gz` }]),
+    // into tables that already hold every id (filled untimed by raw COPY): the upsert path
+    reload: (url) => load(url),
+    reimport: (url) => importOf(url, inputs.map((input, i) => ({ type: input.type, url: `${base}/${input.type}.${i}.ndjson.gz` }))),
   };
   const results = new Map<string, { server: number[]; pg: number[]; wall: number[] }>();
   for (let round = 0; round <= rounds; round++) {
@@ -147,7 +151,7 @@ try {
     for (const { op, side } of round % 2 ? order.reverse() : order) {
       const { server, sql } = side;
       await truncate(sql, types);
-      if (readOps.has(op)) {
+      if (readOps.has(op) || op === 'reload' || op === 'reimport') {
         await rawLoad(server.databaseUrl, data.types, 2);
         for (const type of types) await sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
       }
