@@ -8,7 +8,8 @@
 import type { InputJob, InputOutcome } from './import-job.ts';
 import { emptyStaging, gateBatch, recordBatch, type Gate } from '../storage/import-inputs.ts';
 import { copyIntoStaging, mergeStaging, type StagingRow } from '../storage/staging.ts';
-import { copyIntoResources, rowsByType } from '../storage/resource-copy.ts';
+import { copyIntoResources, rowsByType, typesHolding } from '../storage/resource-copy.ts';
+import { tableOf } from '../fhir/types.ts';
 import { takeVersion } from '../storage/versions.ts';
 import { pgCode, type TransactionSql } from '../storage/db.ts';
 import type { Line } from '../streams/lines.ts';
@@ -97,9 +98,13 @@ export class BatchWriter {
     this.inflight = job.commit(async (tx) => {
       const types = [...rowsByType(rows)];
       // Straight into the resource tables while no type of the batch met an existing id.
-      const direct = types.length > 0 && types.every(([type]) => !this.upsertOnly.has(type))
-        ? await copyDirect(tx, types, (sp) => gateBatch(sp, job.sessionId, job.input.idx, from))
-        : undefined;
+      let direct: DirectBatch | undefined;
+      if (types.length > 0 && types.every(([type]) => !this.upsertOnly.has(type))) {
+        for (const type of await typesHolding(tx, types)) this.upsertOnly.add(type);
+        if (types.every(([type]) => !this.upsertOnly.has(type))) {
+          direct = await copyDirect(tx, types, (sp) => gateBatch(sp, job.sessionId, job.input.idx, from), this.upsertOnly);
+        }
+      }
       if (!direct && rows.length > 0) {
         // The COPY goes first, into this claim's own table: while it streams, the transaction
         // holds no lock anyone else waits for (a server frozen mid-COPY blocks nobody).
@@ -168,7 +173,8 @@ async function copyDirect(
   tx: TransactionSql,
   byType: [string, StagingRow[]][],
   gate: (sql: TransactionSql) => Promise<Gate>,
-): Promise<{ gate: Gate; counts: Record<string, number> } | undefined> {
+  upsertOnly: Set<string>,
+): Promise<DirectBatch | undefined> {
   try {
     return await tx.savepoint(async (sp) => {
       const version = await takeVersion(sp);
@@ -180,9 +186,20 @@ async function copyDirect(
     });
   } catch (err) {
     if (err instanceof Refused) return { gate: err.gate, counts: {} };
-    if (pgCode(err) === '23505') return undefined;
+    if (pgCode(err) === '23505') {
+      // the type whose table held the id is merged with the upsert from now on, as after a failed INSERT
+      const table = (err as { table_name?: string }).table_name;
+      const hit = byType.find(([type]) => tableOf(type) === table);
+      if (hit) upsertOnly.add(hit[0]);
+      return undefined;
+    }
     throw err;
   }
+}
+
+interface DirectBatch {
+  gate: Gate;
+  counts: Record<string, number>;
 }
 
 class Refused extends Error {

@@ -59,6 +59,26 @@ export async function copyIntoResources(
   return count;
 }
 
+/** Ids looked up per type by `typesHolding`: the first and the last few of its rows. */
+const SAMPLE = 4;
+
+/**
+ * The types of `byType` whose table already holds one of a few of their ids (the first and last
+ * SAMPLE rows of each): a batch of those would fail its direct COPY with 23505 after the server
+ * had encoded and sent all of it. A re-import of the same data hits at once; a first migration
+ * pays one small index lookup per type and batch. The COPY still catches every id the sample missed.
+ */
+export async function typesHolding(tx: AnySql, byType: [string, StagingRow[]][]): Promise<string[]> {
+  if (byType.length === 0) return [];
+  const samples = byType.map(([, rows]) =>
+    rows.length <= 2 * SAMPLE ? rows.map((r) => r.id) : [...rows.slice(0, SAMPLE), ...rows.slice(-SAMPLE)].map((r) => r.id));
+  const query = byType
+    .map(([type], i) => `select ${i} as i where exists (select 1 from ${ident(tableOf(type))} where id = any($${i + 1}::text[]))`)
+    .join(' union all ');
+  const rows = await tx.unsafe<{ i: number }[]>(query, samples);
+  return rows.map((r) => byType[r.i]![0]);
+}
+
 /** The rows of each type, in their order (a batch of one input usually holds one type). */
 export function rowsByType<T extends { type: string }>(rows: T[]): Map<string, T[]> {
   const out = new Map<string, T[]>();

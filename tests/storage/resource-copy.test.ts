@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import { connect, pgCode, type Sql } from '../../src/storage/db.ts';
-import { copyIntoResources, rowsByType } from '../../src/storage/resource-copy.ts';
+import { copyIntoResources, rowsByType, typesHolding } from '../../src/storage/resource-copy.ts';
 import { createStaging, copyIntoStaging, mergeStaging, type StagingRow } from '../../src/storage/staging.ts';
 import { instantText, takeVersion } from '../../src/storage/versions.ts';
 import { freshDatabase } from '../helpers/database.ts';
@@ -97,4 +97,24 @@ test('a row of another type, or a failing source, fails the COPY', async () => {
 test('rowsByType keeps each type\'s rows in order', () => {
   const rows = [row(1, 'a'), row(2, 'o', 'Organization'), row(3, 'b'), row(4, 'p', 'Organization')];
   expect([...rowsByType(rows)].map(([t, list]) => [t, list.map((r) => r.line)])).toEqual([['Patient', [1, 3]], ['Organization', [2, 4]]]);
+});
+
+test('typesHolding finds the types whose table holds one of the first or last ids; the 23505 names the table', async () => {
+  await sql`truncate patient, patient_history, observation, observation_history`;
+  await sql`insert into patient (id, txid, status, resource) values ('old', 1, 'created', '{}')`;
+  const many = (type: string, at: number) => Array.from({ length: 20 }, (_, i) => row(i, i === at ? 'old' : `${type}-${i}`, type));
+  const holding = (byType: [string, StagingRow[]][]) => sql.begin((tx) => typesHolding(tx, byType));
+  expect(await holding([['Patient', many('Patient', 0)], ['Observation', many('Observation', -1)]])).toEqual(['Patient']);
+  expect(await holding([['Observation', many('Observation', -1)], ['Patient', many('Patient', 19)]])).toEqual(['Patient']);
+  expect(await holding([['Patient', [row(1, 'old')]]])).toEqual(['Patient']);
+  expect(await holding([])).toEqual([]);
+  // an id between the samples is missed: the COPY still refuses it, naming the table
+  expect(await holding([['Patient', many('Patient', 10)]])).toEqual([]);
+  const err = await sql.begin(async (tx) => {
+    const version = await takeVersion(tx);
+    return copyIntoResources(tx, 'Patient', version, many('Patient', 10)).then(() => undefined, (e: unknown) => e);
+  });
+  expect([pgCode(err), (err as { table_name?: string }).table_name]).toEqual(['23505', 'patient']);
+  // an Observation id equal to the Patient's is no hit: ids are per type
+  expect(await holding([['Observation', [row(1, 'old', 'Observation')]]])).toEqual([]);
 });
