@@ -8,9 +8,7 @@
  * status every 50 ms (a real client follows Retry-After), downloads each file as gzip without
  * decompressing it, and checks the manifest's counts add up to the rows.
  */
-import { ident } from '../../src/storage/db.ts';
-import { tableOf } from '../../src/fhir/types.ts';
-import { countLines, processSeconds, rawDump, rawLoad, threadSeconds } from './raw.ts';
+import { countLines, processSeconds, rawDump, threadSeconds, fillTables } from './raw.ts';
 import { rateLine } from './trial.ts';
 import { fillPatients, fmt, median, timed, truncate, type BenchEnv } from './common.ts';
 
@@ -31,9 +29,7 @@ export async function run(env: BenchEnv): Promise<void> {
     } else {
       const data = env.dataSet(name, env.rows);
       const types = data.types.map((t) => t.type);
-      await truncate(env.sql, types);
-      const seconds = await timed(() => rawLoad(env.databaseUrl, data.types, 2));
-      for (const type of types) await env.sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+      const seconds = await fillTables(env.sql, env.databaseUrl, data.types);
       print(`### ${fmt(data.rows)} resources, ${data.title}, in ${types.length} tables (filled by raw COPY + upsert in ${fmt(seconds, 1)} s)`);
       print();
       env.describe(data);

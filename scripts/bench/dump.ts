@@ -10,10 +10,8 @@
  * resources: --rows lines over their types, each type dumped in turn.
  */
 import fs from 'node:fs';
-import { ident } from '../../src/storage/db.ts';
-import { tableOf } from '../../src/fhir/types.ts';
 import type { DataSet } from './data.ts';
-import { countLines, rawDump, rawLoad } from './raw.ts';
+import { countLines, rawDump, fillTables } from './raw.ts';
 import { trial, rateLine } from './trial.ts';
 import { fillPatients, fmt, median, timed, truncate, type BenchEnv } from './common.ts';
 
@@ -72,9 +70,7 @@ async function patients(env: BenchEnv): Promise<void> {
 async function mixed(env: BenchEnv, data: DataSet): Promise<void> {
   const { print } = env;
   const types = data.types.map((t) => t.type);
-  await truncate(env.sql, types);
-  const seconds = await timed(() => rawLoad(env.databaseUrl, data.types, 2));
-  for (const type of types) await env.sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+  const seconds = await fillTables(env.sql, env.databaseUrl, data.types);
   print(`### ${fmt(data.rows)} resources, ${data.title}, in ${types.length} tables (filled by raw COPY + upsert in ${fmt(seconds, 1)} s)`);
   print();
   env.describe(data);

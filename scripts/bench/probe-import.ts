@@ -20,9 +20,7 @@ import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { benchSql, ROOT_SECRET, startServer, truncate, fmt, median, type ServerProcess } from './common.ts';
 import { allLines, dataSet, split, type DataSetName } from './data.ts';
-import { backendsBetween, countLines, rawDump, rawLoad, serverCpu } from './raw.ts';
-import { ident } from '../../src/storage/db.ts';
-import { tableOf } from '../../src/fhir/types.ts';
+import { backendsBetween, countLines, fillTables, rawDump, serverCpu } from './raw.ts';
 import type { Sql } from '../../src/storage/db.ts';
 
 const rows = Number(process.argv[2] ?? 200_000);
@@ -150,11 +148,8 @@ try {
     const order = ops.flatMap((op) => sides.map((side) => ({ op, side })));
     for (const { op, side } of round % 2 ? order.reverse() : order) {
       const { server, sql } = side;
-      await truncate(sql, types);
-      if (readOps.has(op) || op === 'reload' || op === 'reimport') {
-        await rawLoad(server.databaseUrl, data.types, 2);
-        for (const type of types) await sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
-      }
+      if (readOps.has(op) || op === 'reload' || op === 'reimport') await fillTables(sql, server.databaseUrl, data.types);
+      else await truncate(sql, types);
       await Bun.sleep(300);
       const tool = process.env.PROBE_TOOL && round > 0
         ? Bun.spawn([...process.env.PROBE_TOOL.replaceAll('{op}', `${side.label}-${op}`).replaceAll('{round}', String(round)).split(' '), '-p', String(server.pid)], { stdout: 'inherit', stderr: 'inherit' })

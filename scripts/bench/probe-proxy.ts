@@ -9,10 +9,9 @@
  *   bun scripts/bench/probe-proxy.ts [rows=200000] [data=mix] [rounds=4]
  */
 import fs from 'node:fs';
-import { benchSql, freePort, ROOT_SECRET, startServer, truncate, fmt, median } from './common.ts';
+import { benchSql, freePort, ROOT_SECRET, startServer, fmt, median } from './common.ts';
 import { dataSet, type DataSetName } from './data.ts';
-import { backendsBetween, countLines, processSeconds, rawDump, rawLoad, serverCpu } from './raw.ts';
-import { ident } from '../../src/storage/db.ts';
+import { backendsBetween, countLines, processSeconds, rawDump, serverCpu, fillTables } from './raw.ts';
 import { tableOf } from '../../src/fhir/types.ts';
 
 /** Kernel CPU seconds of a process (stime). */
@@ -31,9 +30,7 @@ const proxy = Bun.spawn([process.execPath, `${import.meta.dir}/proxy-server.ts`,
 try {
   const data = dataSet(name, rows, []);
   const types = data.types.map((t) => t.type);
-  await truncate(sql, types);
-  await rawLoad(server.databaseUrl, data.types, 2);
-  for (const type of types) await sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+  await fillTables(sql, server.databaseUrl, data.types);
   for await (const chunk of proxy.stdout) if (new TextDecoder().decode(chunk).includes('ready')) break;
   const auth = 'Basic ' + Buffer.from(`root:${ROOT_SECRET}`).toString('base64');
   const fetchLines = async (url: string, headers: Record<string, string> = {}) => {

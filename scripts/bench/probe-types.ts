@@ -1,7 +1,7 @@
 /** Per-type wall time of `GET /<Type>/$dump` against raw COPY of the same table on 1 and 2 connections (issue 14). */
-import { benchSql, ROOT_SECRET, startServer, truncate, fmt } from './common.ts';
+import { benchSql, ROOT_SECRET, startServer, fmt } from './common.ts';
 import { dataSet, type DataSetName } from './data.ts';
-import { countLines, rawDump, rawLoad } from './raw.ts';
+import { countLines, rawDump, fillTables } from './raw.ts';
 import { ident } from '../../src/storage/db.ts';
 import { tableOf } from '../../src/fhir/types.ts';
 
@@ -14,9 +14,7 @@ const sql = benchSql(server.databaseUrl);
 try {
   const data = dataSet(name, rows, []);
   const types = data.types.map((t) => t.type);
-  await truncate(sql, types);
-  await rawLoad(server.databaseUrl, data.types, 2);
-  for (const type of types) await sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+  await fillTables(sql, server.databaseUrl, data.types);
   const t = { dump: new Map<string, number>(), raw1: new Map<string, number>(), raw2: new Map<string, number>() };
   const add = (m: Map<string, number>, k: string, v: number) => m.set(k, (m.get(k) ?? 0) + v);
   for (let round = 0; round < rounds; round++) {

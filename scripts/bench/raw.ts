@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import { connect, ident, type Sql } from '../../src/storage/db.ts';
 import { tableOf } from '../../src/fhir/types.ts';
 import { split, type TypeData } from './data.ts';
+import { timed, truncate } from './common.ts';
 
 const MB = 1_000_000;
 const TICKS_PER_SECOND = 100; // Linux USER_HZ, the unit of /proc/<pid>/stat times
@@ -24,6 +25,18 @@ export interface RawResult {
   rows: number;
   /** CPU seconds of the PostgreSQL backends that did the work. */
   pg: number;
+}
+
+/**
+ * The data set's tables emptied, filled by the raw limit's COPY + upsert (two connections) and
+ * VACUUM ANALYZEd: what a dump reads after a migration. Returns the seconds the fill took.
+ */
+export async function fillTables(sql: Sql, databaseUrl: string, types: Pick<TypeData, 'type' | 'ndjson'>[]): Promise<number> {
+  const names = types.map((t) => t.type);
+  await truncate(sql, names);
+  const seconds = await timed(() => rawLoad(databaseUrl, types, 2));
+  for (const type of names) await sql.unsafe(`vacuum analyze ${ident(tableOf(type))}`);
+  return seconds;
 }
 
 /** Raw COPY + upsert of every type, on `connections` connections at once. */

@@ -257,3 +257,34 @@ function drained(writable: Writable): Promise<void> {
     writable.on('close', done);
   });
 }
+
+/**
+ * One binary `COPY … FROM STDIN` (its `writable`) of `rows`: `encode` writes each row's tuple once
+ * `bytes(row)`, its worst size, fits in the chunk. Synchronous per row; only a full chunk awaits
+ * (an await per row costs a microtask each). If `rows` or `encode` throws, the COPY is failed
+ * (CopyFail) and the error rethrown: the caller's transaction is then unusable. Returns the row count.
+ */
+export async function copyRows<T extends object>(
+  writable: Writable,
+  rows: Iterable<T> | AsyncIterable<T | T[]>,
+  bytes: (row: T) => number,
+  encode: (writer: CopyBinaryWriter, row: T) => void,
+): Promise<number> {
+  const writer = new CopyBinaryWriter(writable);
+  let count = 0;
+  try {
+    for await (const item of rows as AsyncIterable<T | T[]>) {
+      for (const row of Array.isArray(item) ? item : [item]) {
+        const worst = bytes(row);
+        if (!writer.fits(worst)) await writer.flush(worst);
+        encode(writer, row);
+        count++;
+      }
+    }
+  } catch (err) {
+    await writer.abort(err);
+    throw err;
+  }
+  await writer.end();
+  return count;
+}

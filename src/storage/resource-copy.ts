@@ -14,7 +14,7 @@
  */
 import type { AnySql } from './db.ts';
 import { ident } from './db.ts';
-import { CopyBinaryWriter, timestamptzMicros } from './copy-binary.ts';
+import { copyRows, timestamptzMicros } from './copy-binary.ts';
 import { tableOf } from '../fhir/types.ts';
 import type { StagingRow } from './staging.ts';
 import type { Version } from './versions.ts';
@@ -28,35 +28,23 @@ export async function copyIntoResources(
 ): Promise<number> {
   // Every field given, none left to a column default (README "Citus"); binary, so the two
   // timestamps cost PostgreSQL no parsing (as text they cost a fifth of the COPY).
-  const writer = new CopyBinaryWriter(await tx
+  const copy = await tx
     .unsafe(`copy ${ident(tableOf(type))} (id, txid, cts, ts, resource_type, status, resource) from stdin (format binary)`)
-    .writable());
+    .writable();
   const txid = BigInt(version.txid);
   const ts = timestamptzMicros(version.ts);
-  let count = 0;
-  try {
-    for await (const item of rows as AsyncIterable<StagingRow | StagingRow[]>) {
-      for (const row of Array.isArray(item) ? item : [item]) {
-        if (row.type !== type) throw new Error(`a ${row.type} row in the COPY of ${type}`);
-        const worst = 2 + 4 + row.id.length * 3 + 12 + 12 + 12 + 4 + type.length + 11 + 5 + row.json.length * 3;
-        if (!writer.fits(worst)) await writer.flush(worst);
-        writer.tuple(7);
-        writer.text(row.id);
-        writer.int8(txid);
-        writer.int8(ts);
-        writer.int8(ts);
-        writer.text(type);
-        writer.text('created');
-        writer.jsonb(row.json);
-        count++;
-      }
-    }
-  } catch (err) {
-    await writer.abort(err);
-    throw err;
-  }
-  await writer.end();
-  return count;
+  const bytes = (row: StagingRow) => 2 + 4 + row.id.length * 3 + 12 + 12 + 12 + 4 + type.length + 11 + 5 + row.json.length * 3;
+  return copyRows(copy, rows, bytes, (writer, row) => {
+    if (row.type !== type) throw new Error(`a ${row.type} row in the COPY of ${type}`);
+    writer.tuple(7);
+    writer.text(row.id);
+    writer.int8(txid);
+    writer.int8(ts);
+    writer.int8(ts);
+    writer.text(type);
+    writer.text('created');
+    writer.jsonb(row.json);
+  });
 }
 
 /** Ids looked up per type by `typesHolding`: the first and the last few of its rows. */

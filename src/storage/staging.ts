@@ -5,7 +5,7 @@
  */
 import type { AnySql } from './db.ts';
 import { ident, pgCode } from './db.ts';
-import { CopyBinaryWriter } from './copy-binary.ts';
+import { copyRows } from './copy-binary.ts';
 import { mergeBatched, mergeSetBased } from './staging-merge.ts';
 import { takeVersion, type Version } from './versions.ts';
 import { isKnownType } from '../fhir/types.ts';
@@ -75,30 +75,16 @@ export async function copyIntoStaging(
   table: string,
   rows: Iterable<StagingRow> | AsyncIterable<StagingRow | StagingRow[]>,
 ): Promise<number> {
-  const writer = new CopyBinaryWriter(await tx.unsafe(`copy ${ident(table)} (line, type, id, resource, refs) from stdin (format binary)`).writable());
-  let count = 0;
-  try {
-    for await (const item of rows as AsyncIterable<StagingRow | StagingRow[]>) {
-      // Synchronous per row; only a full chunk awaits (an await per row costs a microtask each).
-      for (const row of Array.isArray(item) ? item : [item]) {
-        const worst = stagingRowBytes(row);
-        if (!writer.fits(worst)) await writer.flush(worst);
-        writer.tuple(5);
-        writer.int4(row.line);
-        writer.text(row.type);
-        writer.text(row.id);
-        writer.jsonb(row.json);
-        if (row.refs === undefined) writer.null();
-        else writer.textArray(row.refs);
-        count++;
-      }
-    }
-  } catch (err) {
-    await writer.abort(err);
-    throw err;
-  }
-  await writer.end();
-  return count;
+  const copy = await tx.unsafe(`copy ${ident(table)} (line, type, id, resource, refs) from stdin (format binary)`).writable();
+  return copyRows(copy, rows, stagingRowBytes, (writer, row) => {
+    writer.tuple(5);
+    writer.int4(row.line);
+    writer.text(row.type);
+    writer.text(row.id);
+    writer.jsonb(row.json);
+    if (row.refs === undefined) writer.null();
+    else writer.textArray(row.refs);
+  });
 }
 
 /** The most bytes a staging row takes in the binary COPY (strings at 3 bytes per UTF-16 unit). */
