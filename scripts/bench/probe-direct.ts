@@ -67,17 +67,21 @@ try {
     for (let i = 0; i < buf.length; i += 1 << 20) if (!w.write(buf.subarray(i, i + (1 << 20)))) await new Promise((r) => w.once('drain', r));
     await new Promise<void>((res, rej) => { w.on('error', rej); w.end(res); });
   }
+  /** The staging ways' merge: an index on type, a plain INSERT … SELECT per type, as staging-merge.ts does into empty tables. */
+  const mergeStage = async (tx: any) => {
+    await tx.unsafe(`create index on stage (type)`);
+    const [v] = await tx`select nextval('transaction_id_seq')::text as txid, now()::text as ts`;
+    for (const type of types) {
+      await tx.unsafe(`insert into ${ident(tableOf(type))} as t (id, txid, cts, ts, resource_type, status, resource) select id, $2::bigint, $3::timestamptz, $3::timestamptz, $1, 'created'::resource_status, resource from stage where type = $1 and error is null`, [type, v!.txid, v!.ts]);
+    }
+    await tx.unsafe('drop table stage');
+  };
   const runs: Record<string, () => Promise<void>> = {
     staging: () => sql.begin(async (tx) => {
       await tx.unsafe(`create unlogged table stage (line int not null, type text not null, id text not null, resource jsonb not null, refs text[], error text)`);
       const w = Buffer.concat(staging);
       await copy(tx, `copy stage (line, type, id, resource, refs) from stdin ${opts}`, w);
-      await tx.unsafe(`create index on stage (type)`);
-      const [v] = await tx`select nextval('transaction_id_seq')::text as txid, now()::text as ts`;
-      for (const type of types) {
-        await tx.unsafe(`insert into ${ident(tableOf(type))} as t (id, txid, cts, ts, resource_type, status, resource) select id, $2::bigint, $3::timestamptz, $3::timestamptz, $1, 'created'::resource_status, resource from stage where type = $1 and error is null`, [type, v!.txid, v!.ts]);
-      }
-      await tx.unsafe('drop table stage');
+      await mergeStage(tx);
     }) as Promise<any>,
     direct: () => sql.begin(async (tx) => {
       const [v] = await tx`select nextval('transaction_id_seq')::text as txid`;
@@ -90,12 +94,7 @@ try {
       await tx.unsafe(`create unlogged table stage (line int not null, type text not null, id text not null, resource jsonb not null, refs text[], error text)`);
       let line = 0;
       for (const type of types) { const l = bin.get(type)!; await copy(tx, `copy stage (line, type, id, resource) from stdin (format binary)`, binRows(l, 0n, 0n, type, line, true)); line += l.length; }
-      await tx.unsafe(`create index on stage (type)`);
-      const [v] = await tx`select nextval('transaction_id_seq')::text as txid, now()::text as ts`;
-      for (const type of types) {
-        await tx.unsafe(`insert into ${ident(tableOf(type))} as t (id, txid, cts, ts, resource_type, status, resource) select id, $2::bigint, $3::timestamptz, $3::timestamptz, $1, 'created'::resource_status, resource from stage where type = $1 and error is null`, [type, v!.txid, v!.ts]);
-      }
-      await tx.unsafe('drop table stage');
+      await mergeStage(tx);
     }) as Promise<any>,
     bfull: () => sql.begin(async (tx) => {
       const [v] = await tx`select nextval('transaction_id_seq')::text as txid, ((extract(epoch from now()) - 946684800) * 1000000)::bigint::text as us`;

@@ -16,8 +16,8 @@ const rounds = Number(process.argv[4] ?? 3);
 const data = dataSet(name, rows, []);
 const all = Buffer.concat(data.types.map((t) => Buffer.from(t.ndjson)));
 const BLOCK = 1 << 20;
-const blocks: Buffer[] = [];
-for (let i = 0; i < all.length; i += BLOCK) blocks.push(all.subarray(i, i + BLOCK));
+const blocks: Uint8Array<ArrayBuffer>[] = [];
+for (let i = 0; i < all.length; i += BLOCK) blocks.push(new Uint8Array(all.subarray(i, i + BLOCK)));
 console.log(`${name}: ${(all.length / 1e6).toFixed(1)} MB in ${blocks.length} blocks of 1 MiB`);
 
 const ways: Record<string, () => number> = {
