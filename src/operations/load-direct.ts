@@ -4,11 +4,13 @@
  * segment's rows are kept until its COPY succeeded; when one meets an id that is already there
  * (23505: a current row, one committed meanwhile, or a repeat within the source), its savepoint is
  * rolled back and that segment plus the rest of the source go through staging and the merge as
- * before (`stagedAfterDirect`). The final state is the staging path's in every case.
+ * before (`stagedAfterDirect`). Before each segment the next few ids of its type are looked up
+ * (`typesHolding`): a reload into tables that hold them is staged from there without a segment
+ * that 23505 would roll back. The final state is the staging path's in every case.
  */
 import type { GoodLine } from './ingest.ts';
 import { pgCode, ident, type TransactionSql } from '../storage/db.ts';
-import { copyIntoResources } from '../storage/resource-copy.ts';
+import { copyIntoResources, typesHolding } from '../storage/resource-copy.ts';
 import { tableOf } from '../fhir/types.ts';
 import type { Version } from '../storage/versions.ts';
 
@@ -39,6 +41,9 @@ export async function copyDirect(tx: TransactionSql, version: Version, batches: 
     if (first === undefined) return { counts };
     if (segments === MAX_SEGMENTS) return { counts, rest: source.drain([]) };
     const type = first.type;
+    // a type whose table holds one of the next few ids (a reload): stage it all, without
+    // encoding and sending a segment that 23505 would roll back
+    if ((await typesHolding(tx, [[type, source.upcoming(type, 8)]])).length > 0) return { counts, rest: source.drain([]) };
     const kept: GoodLine[][] = [];
     const segment = async function* (): AsyncGenerator<GoodLine[]> {
       let chars = 0;
@@ -97,6 +102,13 @@ class RowQueue {
       this.at = 0;
     }
     return this.rows[this.at];
+  }
+
+  /** Up to `n` of the next rows, while they are of `type`, from the batch at hand (after `peek`). */
+  upcoming(type: string, n: number): GoodLine[] {
+    const out: GoodLine[] = [];
+    for (let i = this.at; i < this.rows.length && out.length < n && this.rows[i]!.type === type; i++) out.push(this.rows[i]!);
+    return out;
   }
 
   /** The next rows of `type`, up to about `chars` characters of JSON (at least one); undefined when the next row is of another type. */
