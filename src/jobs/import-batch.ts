@@ -100,10 +100,9 @@ export class BatchWriter {
       // Straight into the resource tables while no type of the batch met an existing id.
       let direct: DirectBatch | undefined;
       if (types.length > 0 && types.every(([type]) => !this.upsertOnly.has(type))) {
-        for (const type of await typesHolding(tx, types)) this.upsertOnly.add(type);
-        if (types.every(([type]) => !this.upsertOnly.has(type))) {
-          direct = await copyDirect(tx, types, (sp) => gateBatch(sp, job.sessionId, job.input.idx, from), this.upsertOnly);
-        }
+        const held = await typesHolding(tx, types);
+        for (const type of held) this.upsertOnly.add(type);
+        if (held.length === 0) direct = await copyDirect(tx, types, (sp) => gateBatch(sp, job.sessionId, job.input.idx, from), this.upsertOnly);
       }
       if (!direct && rows.length > 0) {
         // The COPY goes first, into this claim's own table: while it streams, the transaction
