@@ -34,7 +34,9 @@ beforeAll(async () => {
     FHIRHOSE_LOG: 'info',
     FHIRHOSE_IMPORT_BATCH_LINES: '500',
     FHIRHOSE_SOURCE_CONNECT_TIMEOUT: '1',
-    FHIRHOSE_SOURCE_STALL_TIMEOUT: '2',
+    // twice the rate window and more: on a loaded 2-core CI machine a 2 s pause of the processes once
+    // made the trickling source look stalled before its rate was judged (seen 2026-12-02)
+    FHIRHOSE_SOURCE_STALL_TIMEOUT: '4',
     FHIRHOSE_SOURCE_MIN_RATE: '20000',
     FHIRHOSE_SOURCE_RATE_WINDOW: '1.5',
     FHIRHOSE_SLOW_READER_BYTES_PER_SEC: '4096',
