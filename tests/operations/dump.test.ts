@@ -64,6 +64,14 @@ describe('GET /<Type>/$dump content', () => {
     ['contained-types', '{"use": "claim", "contained": [{"resourceType": "Coverage", "id": "c1", "meta": {"versionId": "2"}}], "supportingInfo": [{"sequence": 1}]}'],
     ['contained-then-own-type', '{"use": "x", "contained": [{"resourceType": "Coverage"}], "resourceType": "Observation", "supportingInfo": [1]}'],
     ['quoted-type', JSON.stringify({ note: [{ text: '"resourceType": "X"' }], status: 's' })],
+    // meta holding its own versionId/lastUpdated (rows copied by SQL from another server): the
+    // columns win, the other members stay, and the row stays on the splicer's fast path
+    ['hapi-meta', JSON.stringify({ meta: { versionId: '3', lastUpdated: '2020-01-01T00:00:00Z', source: '#s', profile: ['p'], tag: [{ code: 't' }], extension: [{ url: 'u' }] }, gender: 'male' })],
+    ['stamps-only', '{"meta": {"versionId": "1", "lastUpdated": "2020"}, "active": true}'],
+    ['stamps-odd-values', JSON.stringify({ meta: { versionId: 5, lastUpdated: { a: '}, "x": [' }, security: [{ code: '"versionId": ' }] }, name: [] })],
+    ['code-meta-stamp-last', '{"code": 1, "meta": {"source": "s", "lastUpdated": "2001"}}'],
+    ['code-meta-stamps-between', '{"code": [{"meta": {"versionId": "n"}}], "meta": {"tag": [], "versionId": "2", "extension": []}, "status": "s"}'],
+    ['stamps-in-text-only', JSON.stringify({ meta: { source: 's' }, text: { div: '"versionId": "lastUpdated": ' } })],
   ];
 
   beforeAll(async () => {
@@ -81,6 +89,17 @@ describe('GET /<Type>/$dump content', () => {
     expect(lines.length).toBe(count);
     for (const line of lines) {
       expect(line).toEqual(await expected('Patient', line.id as string));
+    }
+  });
+
+  test('a stored meta with its own versionId/lastUpdated is spliced, not rebuilt: ours come first', async () => {
+    const res = await server.request('/Patient/$dump', identity);
+    const lines = (await res.text()).split('\n');
+    for (const id of ['hapi-meta', 'stamps-only', 'stamps-odd-values', 'code-meta-stamp-last', 'code-meta-stamps-between']) {
+      const line = lines.find((l) => l.includes(`"id":"${id}"`))!;
+      // the rebuild (fromRow) writes the stored members first; the splice writes versionId first
+      expect(line.startsWith(`{"resourceType":"Patient","id":"${id}","meta":{"versionId":"`)).toBe(true);
+      expect(line.match(/"versionId"/g)?.length ?? 0).toBe(id === 'code-meta-stamps-between' ? 2 : 1) // the nested one of "code" stays;
     }
   });
 
