@@ -14,6 +14,7 @@ import { takeVersion } from '../storage/versions.ts';
 import { pgCode, type TransactionSql } from '../storage/db.ts';
 import type { Line } from '../streams/lines.ts';
 import { parseLine } from '../operations/ingest.ts';
+import { relieveMemory } from '../memory.ts';
 import { badLines, bytesRead as bytesReadCounter, countImported } from '../metrics/fhirhose.ts';
 
 /** Errors kept per input with their line numbers; the count covers them all. */
@@ -138,6 +139,7 @@ export class BatchWriter {
     // gone, say) would be an unhandled rejection, which ends a Bun process
     this.inflight.catch(() => {});
     this.committed = checkpoint;
+    relieveMemory(); // the batch's lines and parsed objects are garbage now (src/memory.ts)
     this.errorsKept += errors.length;
     this.finished = done;
     return true;

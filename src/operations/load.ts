@@ -27,6 +27,7 @@ import { checkStagingRefs, type LineError } from '../storage/staging-check.ts';
 import { writeResource } from '../storage/resources.ts';
 import { takeVersion, type Version } from '../storage/versions.ts';
 import { copyDirect, stagedAfterDirect } from './load-direct.ts';
+import { relieveMemory } from '../memory.ts';
 import { cancelOnAbort, type TransactionSql } from '../storage/db.ts';
 
 /** SPEC §7: the response lists the first 100 bad lines. */
@@ -207,6 +208,7 @@ class LineReader {
         if (next.done) return;
         // A file source does not see the client's disconnect through fetch: stop here too.
         this.limits.signal?.throwIfAborted();
+        relieveMemory(); // the lines of the batches before are garbage now (src/memory.ts)
         yield await this.parse(next.value.lines);
       }
     } finally {
