@@ -15,6 +15,7 @@
  * alternating op by op, so both see the same machine load. Prints medians per server and op.
  * PROBE_TOOL='perf record -o /tmp/perf-{op}-{round}.data' runs that command with `-p <server pid>`
  * around each timed op (stopped with SIGINT). Status is polled every PROBE_POLL_MS (250 ms).
+ * PROBE_DATA_DIR=DIR: the mix from that folder (as `npm run bench -- --data-dir DIR`).
  */
 import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -53,7 +54,7 @@ try {
     const server = await startServer({ env, root });
     sides.push({ label, server, sql: benchSql(server.databaseUrl) });
   }
-  const data = dataSet(name, rows, []);
+  const data = dataSet(name, rows, process.env.PROBE_DATA_DIR ? [process.env.PROBE_DATA_DIR] : []);
   const types = data.types.map((t) => t.type);
   const gz = gzipSync(allLines(data), { level: 6 });
   const inputs: { type: string; gz: Buffer }[] = [];
