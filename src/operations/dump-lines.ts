@@ -5,11 +5,13 @@
  * Why the line is assembled here and not in SQL: PostgreSQL turning jsonb into text is the whole
  * cost of a dump (SPEC §9 compares with raw `COPY (select resource …)`), and rebuilding id/meta
  * with jsonb functions costs 2–3× that (issue #3). Here the line is spliced from bytes: the jsonb
- * text is copied as is; only rows whose top level might hold `id` or `resourceType` (possible in
- * rows inserted by hand, SPEC §2) take the slow path (JSON.parse, then the same rebuild as the
- * REST read). A stored meta with a versionId or lastUpdated of its own (rows copied by SQL from
- * another server, which all have them) is spliced member by member without those two: rebuilt,
- * such rows made a `$dump` of HAPI-style data 2.5× slower (0.37× of the two-core limit).
+ * text is copied as is. Rows written by SQL (SPEC §2) may hold what the columns hold: a stored
+ * meta with a versionId or lastUpdated of its own (rows copied from another server, which all
+ * have them) is spliced member by member without those two (rebuilt, such rows made a `$dump` of
+ * HAPI-style data 2.5× slower: 0.37× of the two-core limit); a top level with `id` or
+ * `resourceType` (a whole resource inserted) is walked member by member and spliced without them.
+ * Only what is not an object, a row with an escaped key and Client rows take the slow path
+ * (JSON.parse, then the same rebuild as the REST read).
  *
  * The fast-path tests rely on jsonb's text output: keys sorted by byte length, then bytes, and
  * written `"key": value`. So a top-level "id" would be among the first keys of length ≤ 2, and a
@@ -37,7 +39,11 @@ const META_FIRST = Buffer.from('{"meta": {');
 const META_KEY = Buffer.from('"meta"');
 const RESOURCE_TYPE_KEY = Buffer.from('"resourceType"');
 const VERSION_ID_KEY = Buffer.from('"versionId"');
+const ID_KEY = Buffer.from('"id"');
 const LAST_UPDATED_KEY = Buffer.from('"lastUpdated"');
+
+/** How a row's line is made (see tuple). */
+type Shape = 'slow' | 'walk' | 'empty' | 'meta-first' | 'meta-inside' | 'meta-stamped' | 'no-meta';
 
 export interface LineWriter {
   /** Appends the line of one tuple (fields: id text, txid int8, ts timestamptz, resource jsonb). */
@@ -75,12 +81,13 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
   }
 
   // Where shapeOf found a top-level "meta" that is not the first member ('meta-inside'), or one
-  // holding a versionId or lastUpdated of its own ('meta-stamped'): the `"` of its key, the `{` of
-  // its value, and just after its `}`.
+  // holding a versionId or lastUpdated of its own ('meta-stamped'), or walkMembers found one
+  // ('walk'; metaOpen -1 when there is none): the `"` of its key, the `{` of its value, and just
+  // after its `}`.
   let metaKey = 0, metaOpen = 0, metaEnd = 0;
 
   /** Fast-path splice, or 'slow' (see the module comment for why these tests suffice). */
-  function shapeOf(buf: Buffer, rs: number, re: number): 'slow' | 'empty' | 'meta-first' | 'meta-inside' | 'meta-stamped' | 'no-meta' {
+  function shapeOf(buf: Buffer, rs: number, re: number): Exclude<Shape, 'walk'> {
     if (re - rs === 2 && buf[rs] === 0x7b && buf[rs + 1] === 0x7d) return 'empty';
     if (buf[rs] !== 0x7b || buf[rs + 1] !== QUOTE) return 'slow'; // not an object: rebuilt as {}
     // Nested resources (`contained`, e.g. every Synthea ExplanationOfBenefit) hold "resourceType":
@@ -141,6 +148,48 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
     return false;
   }
 
+  /**
+   * Whether `buf[rs, re)` is an object as jsonb writes it, member by member (no escaped key); finds
+   * its top-level meta when that is an object (metaKey/metaOpen/metaEnd; metaOpen -1 if none). For
+   * the rows shapeOf sends to the slow path because their top level has `id` or `resourceType`:
+   * walked and spliced, they cost a scan of their bytes instead of JSON.parse + JSON.stringify.
+   */
+  function walkMembers(buf: Buffer, rs: number, re: number): boolean {
+    if (buf[rs] !== 0x7b || buf[re - 1] !== 0x7d) return false;
+    metaOpen = -1;
+    let p = rs + 1;
+    for (;;) {
+      if (buf[p] !== QUOTE) return false;
+      const key = p;
+      for (p++; p < re && buf[p] !== QUOTE; p++) if (buf[p] === BACKSLASH) return false;
+      if (buf[p + 1] !== 0x3a || buf[p + 2] !== 0x20) return false; // `": `
+      const value = p + 3;
+      const end = skipValue(buf, value, re);
+      if (end < 0) return false;
+      if (buf[value] === 0x7b && matchesAt(buf, key, META_KEY)) { metaKey = key; metaOpen = value; metaEnd = end; }
+      if (buf[end] === 0x7d) return end + 1 === re;
+      if (buf[end] !== 0x2c || buf[end + 1] !== 0x20) return false;
+      p = end + 2;
+    }
+  }
+
+  /** The members of an object walkMembers accepted but id, resourceType and meta, each after `, `. */
+  function copyMembersExcept(buf: Buffer, rs: number, re: number): void {
+    let p = rs + 1;
+    for (;;) {
+      const key = p;
+      for (p++; buf[p] !== QUOTE; p++);
+      const end = skipValue(buf, p + 3, re);
+      if (!matchesAt(buf, key, ID_KEY) && !matchesAt(buf, key, RESOURCE_TYPE_KEY) && !matchesAt(buf, key, META_KEY)) {
+        out[pos++] = 0x2c;
+        out[pos++] = 0x20;
+        pos += buf.copy(out, pos, key, end);
+      }
+      if (buf[end] === 0x7d) return;
+      p = end + 2;
+    }
+  }
+
   function topLevelMeta(buf: Buffer, rs: number, re: number): 'slow' | 'no-meta' | 'meta-inside' {
     let p = rs + 1;
     for (;;) {
@@ -181,7 +230,9 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
     }
     const rs = f[6]! + JSONB_HEADER_BYTES;
     const re = f[6]! + f[7]!;
-    const shape = slowOnly || !plainId(buf, idStart, idEnd) ? 'slow' : shapeOf(buf, rs, re);
+    const spliceable = !slowOnly && plainId(buf, idStart, idEnd);
+    let shape: Shape = spliceable ? shapeOf(buf, rs, re) : 'slow';
+    if (shape === 'slow' && spliceable && walkMembers(buf, rs, re)) shape = 'walk';
     if (shape === 'slow') return slow(buf, f);
 
     ensure(prefix.length + (idEnd - idStart) + 128 + (re - rs));
@@ -216,6 +267,13 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
       out[pos++] = 0x20;
       pos += buf.copy(out, pos, rs + 1, metaKey - 2);
       pos += buf.copy(out, pos, metaEnd, re);
+    } else if (shape === 'walk') {
+      // {"id": …, "meta": …, …, "resourceType": …} (a whole resource written by SQL, SPEC §2): ours,
+      // the stored meta's fields but its stamps, then every member but id, resourceType and meta
+      if (metaOpen >= 0 && !copyMetaKeeping(buf)) { pos = lineStart; return slow(buf, f); }
+      out[pos++] = 0x7d;
+      copyMembersExcept(buf, rs, re);
+      out[pos++] = 0x7d;
     } else if (shape === 'empty') {
       out[pos++] = 0x7d;
       out[pos++] = 0x7d;

@@ -72,6 +72,10 @@ describe('GET /<Type>/$dump content', () => {
     ['code-meta-stamp-last', '{"code": 1, "meta": {"source": "s", "lastUpdated": "2001"}}'],
     ['code-meta-stamps-between', '{"code": [{"meta": {"versionId": "n"}}], "meta": {"tag": [], "versionId": "2", "extension": []}, "status": "s"}'],
     ['stamps-in-text-only', JSON.stringify({ meta: { source: 's' }, text: { div: '"versionId": "lastUpdated": ' } })],
+    // a whole resource inserted by SQL: its own id, resourceType and meta stamps give way to the columns
+    ['full-resource', JSON.stringify({ resourceType: 'Observation', id: 'inner-id', meta: { versionId: '4', lastUpdated: '2020-01-01T00:00:00Z', source: '#x' }, gender: 'female', name: [{ family: 'Ünal', given: ['"Q"'] }], contained: [{ resourceType: 'Organization', id: 'o' }] })],
+    ['id-and-meta-string', '{"id": 7, "meta": "odd", "resourceType": null, "zzzzzzzzzzzzz": {"id": "nested"}}'],
+    ['id-last-member', '{"a": [], "id": "x"}'],
   ];
 
   beforeAll(async () => {
@@ -99,8 +103,22 @@ describe('GET /<Type>/$dump content', () => {
       const line = lines.find((l) => l.includes(`"id":"${id}"`))!;
       // the rebuild (fromRow) writes the stored members first; the splice writes versionId first
       expect(line.startsWith(`{"resourceType":"Patient","id":"${id}","meta":{"versionId":"`)).toBe(true);
-      expect(line.match(/"versionId"/g)?.length ?? 0).toBe(id === 'code-meta-stamps-between' ? 2 : 1) // the nested one of "code" stays;
+      expect(line.match(/"versionId"/g)?.length ?? 0).toBe(id === 'code-meta-stamps-between' ? 2 : 1); // the nested one of "code" stays
     }
+  });
+
+  test('a stored top-level id or resourceType is walked past, not rebuilt; what is not an object is rebuilt', async () => {
+    const res = await server.request('/Patient/$dump', identity);
+    const lines = (await res.text()).split('\n');
+    const lineOf = (id: string) => lines.find((l) => l.startsWith(`{"resourceType":"Patient","id":"${id}",`))!;
+    for (const id of ['own-columns', 'short-key', 'contained-then-own-type', 'full-resource', 'id-and-meta-string', 'id-last-member']) {
+      // the rebuild (fromRow) writes the stored meta members before versionId
+      expect({ id, spliced: lineOf(id).startsWith(`{"resourceType":"Patient","id":"${id}","meta":{"versionId":"`) }).toEqual({ id, spliced: true });
+    }
+    // copied as jsonb wrote it (`, ` and `": `), which JSON.stringify would not
+    expect(lineOf('full-resource')).toContain(', "contained": [{"id": "o", "resourceType": "Organization"}]');
+    expect(JSON.parse(lineOf('id-and-meta-string')).zzzzzzzzzzzzz).toEqual({ id: 'nested' });
+    expect(lineOf('not-an-object')).toMatch(/^\{"resourceType":"Patient","id":"not-an-object","meta":\{"versionId":"\d+","lastUpdated":"[^"]+"\}\}$/);
   });
 
   test('API-written resources keep their stored meta next to versionId and lastUpdated', async () => {
