@@ -139,7 +139,7 @@ export class BatchWriter {
     // gone, say) would be an unhandled rejection, which ends a Bun process
     this.inflight.catch(() => {});
     this.committed = checkpoint;
-    relieveMemory(); // the batch's lines and parsed objects are garbage now (src/memory.ts)
+    relieveMemory(); // what parsing the batch left (lines, parsed objects) is garbage now; its rows go on to the COPY
     this.errorsKept += errors.length;
     this.finished = done;
     return true;

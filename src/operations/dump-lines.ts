@@ -93,11 +93,8 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
     // Nested resources (`contained`, e.g. every Synthea ExplanationOfBenefit) hold "resourceType":
     // only a top-level one, possible in rows inserted by hand, needs the rebuild.
     if (hasResourceType(buf, rs, re) && topLevelKey(buf, rs, re, RESOURCE_TYPE_KEY) !== 'absent') return 'slow';
-    let keyEnd = rs + 2;
-    while (keyEnd < re && buf[keyEnd] !== QUOTE) {
-      if (buf[keyEnd] === BACKSLASH) return 'slow';
-      keyEnd++;
-    }
+    const keyEnd = keyClose(buf, rs + 1, re);
+    if (keyEnd < 0) return 'slow';
     const keyLength = keyEnd - rs - 2;
     if (keyLength < 3) return 'slow'; // "id", or a short key in front of where "id" would be
     if (matchesAt(buf, rs, META_FIRST)) {
@@ -122,27 +119,19 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
    * jsonb writes it (the caller then takes the slow path; nothing is written).
    */
   function copyMetaKeeping(buf: Buffer): boolean {
+    if (buf[metaOpen + 1] === 0x7d) return metaOpen + 2 === metaEnd;
     const mark = pos;
-    let p = metaOpen + 1;
-    if (buf[p] === 0x7d) return p + 1 === metaEnd;
-    for (;;) {
-      if (buf[p] !== QUOTE) break;
-      const key = p;
-      for (p++; p < metaEnd && buf[p] !== QUOTE; p++) if (buf[p] === BACKSLASH) { pos = mark; return false; }
-      if (buf[p + 1] !== 0x3a || buf[p + 2] !== 0x20) break; // `": `
-      const end = skipValue(buf, p + 3, metaEnd);
+    for (let key = metaOpen + 1; key > 0;) {
+      const close = keyClose(buf, key, metaEnd);
+      const end = close < 0 ? -1 : memberEnd(buf, close, metaEnd);
       if (end < 0) break;
       if (!matchesAt(buf, key, VERSION_ID_KEY) && !matchesAt(buf, key, LAST_UPDATED_KEY)) {
         out[pos++] = 0x2c;
         out[pos++] = 0x20;
         pos += buf.copy(out, pos, key, end);
       }
-      if (buf[end] === 0x7d) {
-        if (end + 1 === metaEnd) return true;
-        break;
-      }
-      if (buf[end] !== 0x2c || buf[end + 1] !== 0x20) break;
-      p = end + 2;
+      key = nextKey(buf, end, metaEnd);
+      if (key === 0) return true;
     }
     pos = mark;
     return false;
@@ -155,66 +144,48 @@ export function lineWriter(type: string, chunkBytes = CHUNK_BYTES): LineWriter {
    * walked and spliced, they cost a scan of their bytes instead of JSON.parse + JSON.stringify.
    */
   function walkMembers(buf: Buffer, rs: number, re: number): boolean {
-    if (buf[rs] !== 0x7b || buf[re - 1] !== 0x7d) return false;
+    if (buf[rs] !== 0x7b) return false;
     metaOpen = -1;
-    let p = rs + 1;
-    for (;;) {
-      if (buf[p] !== QUOTE) return false;
-      const key = p;
-      for (p++; p < re && buf[p] !== QUOTE; p++) if (buf[p] === BACKSLASH) return false;
-      if (buf[p + 1] !== 0x3a || buf[p + 2] !== 0x20) return false; // `": `
-      const value = p + 3;
-      const end = skipValue(buf, value, re);
+    for (let key = rs + 1; key > 0;) {
+      const close = keyClose(buf, key, re);
+      const end = close < 0 ? -1 : memberEnd(buf, close, re);
       if (end < 0) return false;
-      if (buf[value] === 0x7b && matchesAt(buf, key, META_KEY)) { metaKey = key; metaOpen = value; metaEnd = end; }
-      if (buf[end] === 0x7d) return end + 1 === re;
-      if (buf[end] !== 0x2c || buf[end + 1] !== 0x20) return false;
-      p = end + 2;
+      if (buf[close + 3] === 0x7b && matchesAt(buf, key, META_KEY)) { metaKey = key; metaOpen = close + 3; metaEnd = end; }
+      key = nextKey(buf, end, re);
+      if (key === 0) return true;
     }
+    return false;
   }
 
   /** The members of an object walkMembers accepted but id, resourceType and meta, each after `, `. */
   function copyMembersExcept(buf: Buffer, rs: number, re: number): void {
-    let p = rs + 1;
-    for (;;) {
-      const key = p;
-      for (p++; buf[p] !== QUOTE; p++);
-      const end = skipValue(buf, p + 3, re);
+    for (let key = rs + 1; key > 0; ) {
+      const end = memberEnd(buf, keyClose(buf, key, re), re);
       if (!matchesAt(buf, key, ID_KEY) && !matchesAt(buf, key, RESOURCE_TYPE_KEY) && !matchesAt(buf, key, META_KEY)) {
         out[pos++] = 0x2c;
         out[pos++] = 0x20;
         pos += buf.copy(out, pos, key, end);
       }
-      if (buf[end] === 0x7d) return;
-      p = end + 2;
+      key = nextKey(buf, end, re);
     }
   }
 
   function topLevelMeta(buf: Buffer, rs: number, re: number): 'slow' | 'no-meta' | 'meta-inside' {
-    let p = rs + 1;
-    for (;;) {
-      if (buf[p] !== QUOTE) return 'slow';
-      const key = p;
-      p++;
-      while (p < re && buf[p] !== QUOTE) {
-        if (buf[p] === BACKSLASH) return 'slow';
-        p++;
-      }
-      const keyLength = p - key - 1;
-      if (keyLength >= 5) return 'no-meta';
-      if (buf[p + 1] !== 0x3a || buf[p + 2] !== 0x20) return 'slow'; // `": ` as jsonb writes it
-      const value = p + 3;
-      const end = skipValue(buf, value, re);
+    for (let key = rs + 1; ;) {
+      const close = keyClose(buf, key, re);
+      if (close < 0) return 'slow';
+      if (close - key > 5) return 'no-meta'; // a key of 5 bytes or more: every later one is too
+      const end = memberEnd(buf, close, re);
       if (end < 0) return 'slow';
-      if (keyLength === 4 && matchesAt(buf, key, META_KEY)) {
-        if (buf[value] !== 0x7b) return 'slow'; // a meta that is not an object: rebuilt
+      if (close - key === 5 && matchesAt(buf, key, META_KEY)) {
+        if (buf[close + 3] !== 0x7b) return 'slow'; // a meta that is not an object: rebuilt
         metaKey = key;
-        metaOpen = value;
+        metaOpen = close + 3;
         metaEnd = end;
         return 'meta-inside';
       }
       if (buf[end] !== 0x2c) return 'no-meta'; // `}`: the last member
-      p = end + 2; // `, `
+      key = end + 2; // `, `
     }
   }
 
@@ -424,6 +395,34 @@ function skipValue(buf: Buffer, p: number, re: number): number {
     }
   }
   return -1;
+}
+
+/**
+ * The closing quote of the key whose opening quote is `buf[key]`, or -1 when there is none before
+ * `limit` or the key has an escape (not as jsonb writes the keys the splicer looks for).
+ */
+function keyClose(buf: Buffer, key: number, limit: number): number {
+  if (buf[key] !== QUOTE) return -1;
+  for (let p = key + 1; p < limit; p++) {
+    if (buf[p] === QUOTE) return p;
+    if (buf[p] === BACKSLASH) return -1;
+  }
+  return -1;
+}
+
+/** Just past the value of the member whose key closes at `close` (`": ` then the value), or -1. */
+function memberEnd(buf: Buffer, close: number, limit: number): number {
+  if (buf[close + 1] !== 0x3a || buf[close + 2] !== 0x20) return -1;
+  return skipValue(buf, close + 3, limit);
+}
+
+/**
+ * After a member of the object ending at `limit` (just past its `}`) that ends at `end`: the next
+ * key's quote (after `, `), 0 when `end` is that object's closing `}`, -1 when neither.
+ */
+function nextKey(buf: Buffer, end: number, limit: number): number {
+  if (buf[end] === 0x7d) return end + 1 === limit ? 0 : -1;
+  return buf[end] === 0x2c && buf[end + 1] === 0x20 ? end + 2 : -1;
 }
 
 /** Ids that need no JSON escaping (no quote, backslash or control byte); every FHIR id is one. */
