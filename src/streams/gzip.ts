@@ -174,7 +174,6 @@ function gzipError(error: unknown): OperationOutcomeError {
     : `gzip data is corrupt (${reason})`;
   return new OperationOutcomeError('unprocessable', message, { cause: error });
 }
-
 export interface GzipWriter {
   /** Compresses `chunk`; resolves when the compressor can take more (backpressure). */
   write(chunk: Uint8Array): Promise<void>;
@@ -185,6 +184,8 @@ export interface GzipWriter {
   writeOwned(chunk: Uint8Array): Promise<void>;
   /** Flushes the gzip trailer; resolves once `sink` has had every byte. */
   close(): Promise<void>;
+  /** Bytes of input written as stored (uncompressed) deflate blocks so far: see STORE_ABOVE. */
+  readonly stored: number;
 }
 
 /**
@@ -203,33 +204,120 @@ const OUTPUT_CHUNK = 256 * 1024;
  * call is small from 256 KiB in.
  */
 const OWNED_MIN = 256 * 1024;
+/**
+ * Where level 1 shrinks the last JUDGE_BYTES by less than 5 %, the writer stores what follows
+ * (deflate's uncompressed blocks, in the same member) instead of compressing it: bytes that were
+ * compressed already, such as a PDF or a JPEG as base64 in an attachment. Measured in Bun 1.4.5
+ * (zlib-ng) on 1 MiB blocks: level 1 spends 14–17 ms per MB of base64 of random or gzipped bytes
+ * and saves 0.1–1 %; storing costs 1.4 ms per MB. (Synthea ndjson comes out at 5–20 % of its
+ * size. zlib's own `params()`, which would switch the level in place, changes nothing in Bun
+ * 1.4.5.) The judged output lags by what zlib holds, which errs towards compressing.
+ */
+const STORE_ABOVE = 0.95;
+const JUDGE_BYTES = 2 * INPUT_BLOCK;
+/**
+ * While storing, it compresses again once a block's samples (SAMPLES of SAMPLE_BYTES, spread over
+ * it) come out of level 1 under SAMPLED_BELOW (ndjson: 0.17–0.26; base64 of random bytes: 0.99–1),
+ * or after RETRY_AFTER bytes whatever they look like: a 4 KiB sample may not show what level 1
+ * finds in a whole block (base64 of bytes that are random but not evenly spread: 0.99 against 0.77).
+ */
+const SAMPLES = 4;
+const SAMPLE_BYTES = 4096;
+const SAMPLED_BELOW = 0.8;
+const RETRY_AFTER = 16 * INPUT_BLOCK;
+/** Output handed to `sink` and not yet written, at most (then `write` waits). */
+const QUEUE_MAX = 2 * INPUT_BLOCK;
+/** ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=3 (Unix), as zlib writes it. */
+const GZIP_HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+/** A last stored block of no bytes: BFINAL=1 BTYPE=00, LEN=0, NLEN=0xffff. */
+const FINAL_EMPTY_BLOCK = Buffer.from([1, 0, 0, 0xff, 0xff]);
+const STORED_MAX = 0xffff;
+const WINDOW = 32 * 1024;
 
 /**
  * Push-side gzip for files the server writes itself (`$export`): compressed bytes go to `sink` in
- * order, one `sink` call at a time. node:zlib at level 1, because on the export path compression
- * is the biggest cost after PostgreSQL's: measured in Bun 1.4.5 on 31 MB of Synthea ndjson in
- * 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib level 6 104–114 ms, level 1
- * 45–57 ms for a file 1.6× bigger. Written bytes are copied into a block of INPUT_BLOCK first
- * (the caller may reuse its buffer once `write` resolves); memory stays at one block and the
- * compressor's window per writer.
+ * order, one `sink` call at a time, as one gzip member. node:zlib's raw deflate at level 1, because
+ * on the export path compression is the biggest cost after PostgreSQL's: measured in Bun 1.4.5 on
+ * 31 MB of Synthea ndjson in 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib
+ * level 6 104–114 ms, level 1 45–57 ms for a file 1.6× bigger. The gzip header, CRC-32 and trailer
+ * are the writer's own, so that it can store what does not compress (STORE_ABOVE) between the
+ * compressed parts; a compressor started after stored bytes takes their last 32 KiB as its
+ * dictionary, so every back-reference points where the reader expects. Written bytes are copied
+ * into a block of INPUT_BLOCK first (the caller may reuse its buffer once `write` resolves);
+ * memory stays at one block, the compressor's window and QUEUE_MAX of output per writer.
  */
 export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1): GzipWriter {
-  const gzip = zlib.createGzip({ level, chunkSize: OUTPUT_CHUNK });
   let failure: unknown;
   let pending = Promise.resolve();
+  let queued = 0;
   let block = Buffer.allocUnsafe(INPUT_BLOCK);
   let filled = 0;
-  gzip.on('data', (chunk: Buffer) => {
-    gzip.pause();
-    pending = pending.then(() => sink(chunk)).then(() => { gzip.resume(); }, (err) => { failure ??= err; gzip.destroy(err as Error); });
-  });
-  const ended = new Promise<void>((resolve, reject) => {
-    gzip.once('end', () => resolve(pending));
-    gzip.once('error', (err) => reject(failure ?? err));
-  });
-  ended.catch(() => {});
+  let crc = 0;
+  let length = 0;
+  let started = false;
+  let deflate: zlib.DeflateRaw | undefined; // while compressing, once it has had bytes
+  let storing = false;
+  let stored = 0;
+  let history: Buffer | undefined; // the last WINDOW bytes stored, the next compressor's dictionary
+  let compressed = 0; // bytes the compressors gave out
+  let judgedIn = 0, judgedOut = 0; // input since the judgement began, and `compressed` then
+  let storedSince = 0;
+  const dropped = new WeakSet<zlib.DeflateRaw>();
+
+  /** Hands `bytes` to the sink after everything before them; a failed sink fails the writer. */
+  function emit(bytes: Uint8Array): void {
+    queued += bytes.length;
+    pending = pending
+      .then(() => (failure === undefined ? sink(bytes) : undefined))
+      .then(() => { queued -= bytes.length; }, (err: unknown) => { failure ??= err; });
+  }
+  function compressor(): zlib.DeflateRaw {
+    const d = zlib.createDeflateRaw({ level, chunkSize: OUTPUT_CHUNK, ...(history ? { dictionary: history } : {}) });
+    d.on('data', (chunk: Buffer) => {
+      // after its flush, bytes of it would land behind what followed: never seen, but never silently
+      if (dropped.has(d)) failure ??= new Error('gzip writer: compressed bytes after the compressor was flushed');
+      compressed += chunk.length;
+      emit(chunk);
+    });
+    d.on('error', (err) => { failure ??= err; });
+    return d;
+  }
+  /** Ends the compressor's output on a byte boundary (an empty non-final stored block), then drops it. */
+  async function dropCompressor(d: zlib.DeflateRaw): Promise<void> {
+    await settled(d, (done) => d.flush(zlib.constants.Z_SYNC_FLUSH, done));
+    dropped.add(d);
+    d.close();
+  }
   async function give(bytes: Uint8Array): Promise<void> {
-    if (!gzip.write(bytes)) await Promise.race([new Promise((r) => gzip.once('drain', r)), ended]);
+    if (!started) { started = true; emit(GZIP_HEADER); }
+    crc = zlib.crc32(bytes, crc);
+    length += bytes.length;
+    if (storing && (storedSince >= RETRY_AFTER || compressible(bytes, level))) storing = false; // to a new compressor, with history
+    if (storing) {
+      emit(storedBlocks(bytes));
+      stored += bytes.length;
+      storedSince += bytes.length;
+      history = bytes.length >= WINDOW ? Buffer.from(bytes.subarray(bytes.length - WINDOW)) : Buffer.concat([history ?? Buffer.alloc(0), bytes]).subarray(-WINDOW);
+    } else {
+      if (!deflate) {
+        deflate = compressor();
+        history = undefined; // the next stored bytes follow what this one compresses
+      }
+      const d = deflate;
+      if (!d.write(bytes)) await settled(d, (done) => d.once('drain', done));
+      judgedIn += bytes.length;
+      if (judgedIn >= JUDGE_BYTES) {
+        if (compressed - judgedOut > STORE_ABOVE * judgedIn) {
+          deflate = undefined;
+          await dropCompressor(d);
+          storing = true;
+          storedSince = 0;
+        }
+        judgedIn = 0;
+        judgedOut = compressed;
+      }
+    }
+    if (queued > QUEUE_MAX) await pending;
   }
   async function flush(): Promise<void> {
     if (filled === 0) return;
@@ -263,11 +351,63 @@ export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1
     async close() {
       if (failure !== undefined) throw failure;
       await flush();
-      gzip.end();
-      await ended;
+      if (!started) { started = true; emit(GZIP_HEADER); }
+      const d = deflate;
+      deflate = undefined;
+      if (d) await settled(d, (done) => { d.once('end', done); d.end(); }); // its last block is final
+      else emit(FINAL_EMPTY_BLOCK);
+      const trailer = Buffer.allocUnsafe(8);
+      trailer.writeUInt32LE(crc >>> 0, 0);
+      trailer.writeUInt32LE(length >>> 0, 4);
+      emit(trailer);
       await pending;
       if (failure !== undefined) throw failure;
     },
+    get stored() {
+      return stored;
+    },
   };
   return writer;
+}
+
+/** Waits for what `start` awaits (it calls `done`), or for the stream to fail or close first. */
+function settled(stream: zlib.DeflateRaw, start: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('error', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.once('error', done);
+    stream.once('close', done);
+    start(done);
+  });
+}
+
+/** Do samples of `bytes` come out of deflate at `level` under SAMPLED_BELOW of their size? */
+function compressible(bytes: Uint8Array, level: number): boolean {
+  let sampled = 0, out = 0;
+  for (let k = 0; k < SAMPLES; k++) {
+    const at = Math.floor((k * bytes.length) / SAMPLES);
+    const sample = bytes.subarray(at, at + SAMPLE_BYTES);
+    sampled += sample.length;
+    out += zlib.deflateRawSync(sample, { level }).length;
+  }
+  return out < SAMPLED_BELOW * sampled;
+}
+
+/** `bytes` as non-final stored deflate blocks (LEN, NLEN, the bytes; at most STORED_MAX each), in one buffer. */
+function storedBlocks(bytes: Uint8Array): Buffer {
+  const blocks = Math.ceil(bytes.length / STORED_MAX);
+  const out = Buffer.allocUnsafe(bytes.length + 5 * blocks);
+  let at = 0;
+  for (let from = 0; from < bytes.length; from += STORED_MAX) {
+    const n = Math.min(STORED_MAX, bytes.length - from);
+    out[at] = 0;
+    out.writeUInt16LE(n, at + 1);
+    out.writeUInt16LE(n ^ 0xffff, at + 3);
+    out.set(bytes.subarray(from, from + n), at + 5);
+    at += 5 + n;
+  }
+  return out;
 }

@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import { describe, expect, test } from 'bun:test';
 import { OperationOutcomeError } from '../../src/fhir/outcome.ts';
@@ -179,6 +180,10 @@ describe('gzipWriter', () => {
   const big = encoder.encode(Array.from({ length: 40_000 }, (_, i) => `{"resourceType":"Observation","id":"o${i}","valueQuantity":{"value":${i * 1.5}}}`).join('\n') + '\n');
 
   async function written(chunks: Uint8Array[], reuse = false): Promise<Buffer<ArrayBuffer>> {
+    return (await writtenWith(chunks, reuse)).gz;
+  }
+
+  async function writtenWith(chunks: Uint8Array[], reuse = false): Promise<{ gz: Buffer<ArrayBuffer>; stored: number }> {
     const out: Uint8Array[] = [];
     const writer = gzipWriter(async (bytes) => { out.push(bytes.slice()); });
     const scratch = new Uint8Array(Math.max(1, ...chunks.map((c) => c.length)));
@@ -190,8 +195,44 @@ describe('gzipWriter', () => {
       scratch.fill(0x21);
     }
     await writer.close();
-    return Buffer.concat(out);
+    return { gz: Buffer.concat(out), stored: writer.stored };
   }
+
+  /** One member holding exactly `plain`: one deflate stream from the 10-byte header to the trailer, with their CRC-32 and length. */
+  function expectOneMember(gz: Buffer, plain: Uint8Array): void {
+    expect(gz.subarray(0, 3)).toEqual(Buffer.from([0x1f, 0x8b, 8]));
+    const inflated = zlib.inflateRawSync(gz.subarray(10, gz.length - 8), { finishFlush: zlib.constants.Z_FINISH });
+    expect(Buffer.from(inflated).equals(Buffer.from(plain))).toBe(true);
+    expect(gz.readUInt32LE(gz.length - 8)).toBe(zlib.crc32(plain) >>> 0);
+    expect(gz.readUInt32LE(gz.length - 4)).toBe(plain.length >>> 0);
+    expect(Buffer.from(zlib.gunzipSync(gz)).equals(Buffer.from(plain))).toBe(true);
+  }
+
+  // base64 of random bytes, as a PDF or JPEG in an attachment: level 1 saves almost nothing on it
+  const random = (bytes: number) => Buffer.from(crypto.randomBytes(bytes).toString('base64'));
+
+  test('bytes that do not compress are stored, in the same member, at most 0.2 % bigger than level 1 makes them', async () => {
+    const data = random(9 << 20); // 12 MiB
+    const { gz, stored } = await writtenWith(chunked(data, 300_000));
+    expectOneMember(gz, data);
+    // judged over the first 2 MiB, stored from there on
+    expect(stored).toBeGreaterThan(data.length * 0.7);
+    expect(gz.length).toBeLessThan(zlib.gzipSync(data, { level: 1 }).length * 1.002);
+  });
+
+  test('ndjson is never stored; after stored bytes the ndjson that follows is compressed again, back-references reaching into them', async () => {
+    expect((await writtenWith(chunked(big, 100_000))).stored).toBe(0);
+    const noise = random(6 << 20).subarray(0, 6 << 20);
+    // in the writer's 1 MiB blocks: 2 of ndjson, 6 of noise (2 judged, 4 stored), then ndjson that starts by repeating
+    // the stored bytes' last 20 KB: the compressor after them has those as its dictionary
+    const data = Buffer.concat([Buffer.concat([big, big]).subarray(0, 2 << 20), noise, noise.subarray(noise.length - 20_000), big, big]);
+    const { gz, stored } = await writtenWith(chunked(data, 1 << 20));
+    expectOneMember(gz, data);
+    expect(stored).toBeGreaterThan(noise.length * 0.5);
+    expect(stored).toBeLessThan(noise.length);
+    // the ndjson after the noise is compressed: the whole is as small as level 1 makes it, give or take 1 %
+    expect(gz.length).toBeLessThan(zlib.gzipSync(data, { level: 1 }).length * 1.01);
+  });
 
   test('one gzip member whatever the write sizes: tiny, odd, larger than the input block', async () => {
     for (const size of [1, 777, 65_536, 3_000_000]) {
