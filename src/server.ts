@@ -103,8 +103,12 @@ export async function startServer(config: Config, log: (line: string) => void = 
 
   let server: ReturnType<typeof Bun.serve>;
   try {
-    // Bun's own body limit (default 128 MB) answers 413 without an OperationOutcome: keep it above ours.
-    const maxRequestBodySize = Math.max(config.bodyLimit + 1, 128 * 1024 * 1024);
+    // Bun's own body limit (default 128 MiB) answers 413 with an empty body before any handler, and
+    // refused every upload above it (SPEC §13: streamed, bounded by FHIRHOSE_MAX_SOURCE_BYTES like
+    // any source). So it is as high as Bun takes: a JSON or YAML body is bounded by
+    // FHIRHOSE_BODY_LIMIT in http/body.ts, and a body nobody reads is not buffered (Bun 1.4.5 took
+    // 8 MB of a 1.5 GB body while a handler waited 1.5 s without reading it).
+    const maxRequestBodySize = Number.MAX_SAFE_INTEGER;
     server = Bun.serve({ port: config.port, hostname: config.host, fetch: app.fetch, idleTimeout: 0, maxRequestBodySize });
   } catch (err) {
     await closePools(pools, 1);
