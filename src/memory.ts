@@ -6,7 +6,8 @@
  * base64 attachments next to small Observations, scripts/bench/gen-hapi-style.ts) took the server
  * to 295–337 MB before a collection came, though the batches alive at any time were a few MB.
  *
- * `relieveMemory()`, called between batches by `$load` and `$import`, runs a full collection when
+ * `relieveMemory()`, called between batches by `$load` and `$import` (and between `$export`'s
+ * file chunks: rows of 12 MB that do not compress took it to 333 MB), runs a full collection when
  * the process is above SOFT_LIMIT. Measured on that import (2 rounds each, server CPU s / peak):
  * never 6.7–7.5 s / 283–307 MB; after every batch 7.4–9.0 s / 187–192 MB; above 200 MB only
  * 6.9–7.5 s / 223–239 MB. At most one collection per COLLECT_EVERY_MS, so a server that really

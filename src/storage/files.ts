@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { gunzipIfNeeded, gzipWriter, type GzipWriter } from '../streams/gzip.ts';
+import { relieveMemory } from '../memory.ts';
 
 const JOB_ID = /^[A-Za-z0-9-]{1,64}$/;
 const FILE_NAME = /^[A-Za-z0-9.-]{1,128}$/;
@@ -89,6 +90,7 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
     current.plain += bytes.length;
     total += lines;
     await (owned ? current.gzip.writeOwned(bytes) : current.gzip.write(bytes));
+    relieveMemory(); // the line writer's buffers before these are garbage now (src/memory.ts)
   }
 
   async function write(chunk: Uint8Array, owned = false): Promise<void> {

@@ -185,7 +185,7 @@ describe('gzipWriter', () => {
 
   async function writtenWith(chunks: Uint8Array[], reuse = false): Promise<{ gz: Buffer<ArrayBuffer>; stored: number }> {
     const out: Uint8Array[] = [];
-    const writer = gzipWriter(async (bytes) => { out.push(bytes.slice()); });
+    const writer = gzipWriter(async (bytes) => { out.push(new Uint8Array(bytes)); });
     const scratch = new Uint8Array(Math.max(1, ...chunks.map((c) => c.length)));
     for (const chunk of chunks) {
       if (!reuse) { await writer.write(chunk); continue; }
@@ -253,7 +253,7 @@ describe('gzipWriter', () => {
 
   test('owned chunks, big ones uncopied, mixed with copied writes, keep their order in one member', async () => {
     const out: Uint8Array[] = [];
-    const writer = gzipWriter(async (bytes) => { out.push(bytes.slice()); });
+    const writer = gzipWriter(async (bytes) => { out.push(new Uint8Array(bytes)); });
     // sizes around the 256 KiB at which an owned chunk goes to zlib uncopied, and a partial block before one
     const sizes = [100, 300_000, 5, 262_144, 262_143, 1_100_000, 70_000, 400_000, 1];
     let at = 0;
