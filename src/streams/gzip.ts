@@ -174,6 +174,7 @@ function gzipError(error: unknown): OperationOutcomeError {
     : `gzip data is corrupt (${reason})`;
   return new OperationOutcomeError('unprocessable', message, { cause: error });
 }
+
 export interface GzipWriter {
   /** Compresses `chunk`; resolves when the compressor can take more (backpressure). */
   write(chunk: Uint8Array): Promise<void>;
@@ -298,8 +299,8 @@ export function gzipWriter(sink: (chunk: Uint8Array) => Promise<void>, level = 1
     length += bytes.length;
     if (storing && (storedSince >= RETRY_AFTER || compressible(bytes, level))) storing = false; // to a new compressor, with history
     if (storing) {
-      // through one buffer of the writer's, each piece written before the next is made: a copy of
-      // a 13 MB row per row (Binary resources) held the export's peak RSS 60–120 MB higher
+      // through one buffer of the writer's, each piece written before the next is made, so that
+      // a 13 MB row (a Binary resource) is not copied whole; a failed sink is thrown by the caller
       scratch ??= Buffer.allocUnsafe(STORED_PIECE + 5 * Math.ceil(STORED_PIECE / STORED_MAX));
       for (let from = 0; from < bytes.length; from += STORED_PIECE) {
         emit(storedBlocks(bytes.subarray(from, from + STORED_PIECE), scratch));
