@@ -24,6 +24,16 @@ export interface WrittenFile {
   etag: string;
 }
 
+/**
+ * A file's strong ETag: random, made when the file is opened. A file is never changed once its
+ * part is committed, and one written again (a part redone after a crash) gets a new one, so an
+ * ETag names one content. It was a SHA-1 of the compressed bytes, 0.6 ms of the main thread per MB
+ * written (80 ms per 128 MB in Bun 1.4.5), for nothing a random tag does not give.
+ */
+function newEtag(): string {
+  return crypto.randomBytes(16).toString('hex');
+}
+
 export function jobDir(root: string, jobId: string): string {
   if (!JOB_ID.test(jobId)) throw new Error(`not an export id: ${jobId}`);
   return path.join(root, jobId);
@@ -56,15 +66,14 @@ export interface FileSplitter {
 export async function fileSplitter(root: string, jobId: string, options: { maxLines: number; nameOf: (index: number) => string }): Promise<FileSplitter> {
   await fs.promises.mkdir(jobDir(root, jobId), { recursive: true });
   const written: WrittenFile[] = [];
-  let current: { name: string; handle: fs.promises.FileHandle; gzip: GzipWriter; hash: crypto.Hash; lines: number; bytes: number; plain: number } | undefined;
+  let current: { name: string; handle: fs.promises.FileHandle; gzip: GzipWriter; etag: string; lines: number; bytes: number; plain: number } | undefined;
   let total = 0;
 
   async function open(): Promise<NonNullable<typeof current>> {
     const name = options.nameOf(written.length);
     const handle = await fs.promises.open(filePath(root, jobId, name), 'w');
-    const file = { name, handle, hash: crypto.createHash('sha1'), lines: 0, bytes: 0, plain: 0 } as NonNullable<typeof current>;
+    const file = { name, handle, etag: newEtag(), lines: 0, bytes: 0, plain: 0 } as NonNullable<typeof current>;
     file.gzip = gzipWriter(async (bytes) => {
-      file.hash.update(bytes);
       file.bytes += bytes.length;
       await handle.write(bytes);
     });
@@ -80,7 +89,7 @@ export async function fileSplitter(root: string, jobId: string, options: { maxLi
     } finally {
       await file.handle.close();
     }
-    written.push({ name: file.name, count: file.lines, bytes: file.bytes, plainBytes: file.plain, etag: file.hash.digest('hex').slice(0, 32) });
+    written.push({ name: file.name, count: file.lines, bytes: file.bytes, plainBytes: file.plain, etag: file.etag });
   }
 
   async function put(bytes: Uint8Array, lines: number, owned = false): Promise<void> {

@@ -220,6 +220,26 @@ describe('gzipWriter', () => {
     expect(gz.length).toBeLessThan(zlib.gzipSync(data, { level: 1 }).length * 1.002);
   });
 
+  test('bytes that stay incompressible are compressed again less and less often: 100 MiB stored but for 6 MiB', async () => {
+    // 17 copies of 6 MiB of base64 of random bytes: each copy is far beyond level 1's 32 KiB window
+    const noise = random(6 << 20).subarray(0, 6 << 20);
+    const data = Buffer.concat(Array.from({ length: 17 }, () => noise)).subarray(0, 100 << 20);
+    // the member is checked as it comes, by a gunzip stream (CRC-32 and length included)
+    const gunzip = zlib.createGunzip();
+    let inflated = 0;
+    gunzip.on('data', (chunk: Buffer) => { inflated += chunk.length; });
+    const ended = new Promise<void>((resolve, reject) => { gunzip.on('end', resolve); gunzip.on('error', reject); });
+    const writer = gzipWriter(async (bytes) => { if (!gunzip.write(new Uint8Array(bytes))) await new Promise((r) => gunzip.once('drain', r)); });
+    for (const chunk of chunked(data, 1 << 20)) await writer.writeOwned(chunk);
+    await writer.close();
+    gunzip.end();
+    await ended;
+    expect(inflated).toBe(data.length);
+    // 2 MiB judged, then retries after 16, 32 and 64 MiB stored (2 MiB each): 94 MiB stored. A
+    // retry every 16 MiB stores 88 MiB.
+    expect(writer.stored).toBeGreaterThanOrEqual(data.length - (6 << 20));
+  });
+
   test('ndjson is never stored; after stored bytes the ndjson that follows is compressed again, back-references reaching into them', async () => {
     expect((await writtenWith(chunked(big, 100_000))).stored).toBe(0);
     const noise = random(6 << 20).subarray(0, 6 << 20);
