@@ -16,6 +16,7 @@
  * PROBE_TOOL='perf record -o /tmp/perf-{op}-{round}.data' runs that command with `-p <server pid>`
  * around each timed op (stopped with SIGINT). Status is polled every PROBE_POLL_MS (250 ms).
  * PROBE_DATA_DIR=DIR: the mix from that folder (as `npm run bench -- --data-dir DIR`).
+ * PROBE_DUMP_ENCODING=gzip: the `dump` op asks for gzip (`Accept-Encoding`), as most clients do.
  */
 import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -29,6 +30,8 @@ const name = (process.argv[3] ?? 'small') as DataSetName;
 const rounds = Number(process.argv[4] ?? 3);
 const ops = (process.argv[5] ?? 'load,import,import1').split(',');
 const POLL_MS = Number(process.env.PROBE_POLL_MS ?? 250);
+/** `Accept-Encoding` of the `dump` op's requests: `gzip` as most HTTP clients send it (fetch gunzips the body). */
+const DUMP_ENCODING = process.env.PROBE_DUMP_ENCODING ?? 'identity';
 const TICKS = 100;
 
 function threads(pid: number): Map<string, number> {
@@ -96,7 +99,7 @@ try {
     let lines = 0;
     const only = process.env.PROBE_TYPES?.split(',');
     for (const type of only ?? types) {
-      const res = await fetch(`${url}/${type}/$dump`, { headers: { authorization: auth, 'accept-encoding': 'identity' } });
+      const res = await fetch(`${url}/${type}/$dump`, { headers: { authorization: auth, 'accept-encoding': DUMP_ENCODING } });
       for await (const chunk of res.body!) lines += countLines(chunk);
     }
     if (!only && lines !== rows) throw new Error(`$dump gave ${lines} lines`);

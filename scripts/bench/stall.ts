@@ -19,6 +19,8 @@ import { block, fillPatients, fmt, type BenchEnv } from './common.ts';
 const PATIENTS = 5_000;
 const PHASE_MS = 20_000;
 const SLOW_BYTES_PER_SEC = 10 * 1024;
+/** The clients' `Accept-Encoding`: FHIRHOSE_BENCH_DUMP_ENCODING=gzip, as most HTTP clients send it, for gzipped dumps. */
+const ENCODING = process.env.FHIRHOSE_BENCH_DUMP_ENCODING ?? 'identity';
 
 interface Tally { complete: number; refused: number; failed: number; bytes: number }
 
@@ -52,7 +54,7 @@ export async function run(env: BenchEnv): Promise<void> {
 async function fastClient(env: BenchEnv, stop: number, tally: Tally): Promise<void> {
   while (Date.now() < stop) {
     try {
-      const res = await fetch(`${env.url}/Patient/$dump`, { headers: { authorization: env.auth, 'accept-encoding': 'identity' } });
+      const res = await fetch(`${env.url}/Patient/$dump`, { headers: { authorization: env.auth, 'accept-encoding': ENCODING } });
       if (res.status === 503) {
         tally.refused++;
         await res.arrayBuffer();
@@ -75,7 +77,7 @@ function slowClient(env: BenchEnv, stop: number, tally: Tally): Promise<void> {
   const { hostname, port } = new URL(env.url);
   return new Promise((resolve) => {
     const socket = net.connect({ host: hostname, port: Number(port) });
-    socket.write(`GET /Patient/$dump HTTP/1.1\r\nhost: x\r\nauthorization: ${env.auth}\r\naccept-encoding: identity\r\nconnection: close\r\n\r\n`);
+    socket.write(`GET /Patient/$dump HTTP/1.1\r\nhost: x\r\nauthorization: ${env.auth}\r\naccept-encoding: ${ENCODING}\r\nconnection: close\r\n\r\n`);
     let head = '';
     let counted = false;
     const finish = () => { clearTimeout(timer); socket.destroy(); resolve(); };

@@ -11,6 +11,7 @@ import { resourcesDumped } from '../metrics/fhirhose.ts';
 import { parseDateTime, startInstant } from '../fhir/datetime.ts';
 import { invalid } from '../fhir/outcome.ts';
 import { gzipStream } from '../streams/gzip.ts';
+import { relieveMemory } from '../memory.ts';
 import { openDump, DUMP_FIELD_COUNT } from '../storage/dump.ts';
 import { copyBinaryDecoder } from '../storage/copy-binary.ts';
 import { bulkReader, replicaFailure } from './bulk-reader.ts';
@@ -110,6 +111,9 @@ function ndjson(type: string, streams: ReadableStream<Uint8Array>[], log: (line:
           if (dumped > 0) resourcesDumped.inc({ type }, dumped);
           dumped = 0;
           for (const chunk of chunks) controller.enqueue(chunk);
+          // as `$load`, `$import` and `$export` do: the chunks sent before these are garbage, and
+          // with 8 fast clients JSC let them pile up to 290–350 MB (BENCHMARKS.md, limits)
+          relieveMemory();
           if (chunks.length > 0) return;
         }
       },
