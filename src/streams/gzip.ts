@@ -289,8 +289,8 @@ const WINDOW = 32 * 1024;
  * bytes go to `sink` in order, one `sink` call at a time, as one gzip member. A chunk with `reused`
  * true is the sink's only until its promise resolves (stored blocks are made in one reused buffer,
  * the header and the last empty block are constants); otherwise it is the sink's to keep.
- * node:zlib's raw deflate at level 1, because on the export path compression is the biggest cost after PostgreSQL's: measured in Bun 1.4.5 on
- * 31 MB of Synthea ndjson in 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib
+ * node:zlib's raw deflate at level 1, because on the export path compression is the biggest cost
+ * after PostgreSQL's: measured in Bun 1.4.5 on 31 MB of Synthea ndjson in 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib
  * level 6 104–114 ms, level 1 45–57 ms for a file 1.6× bigger. The gzip header, CRC-32 and trailer
  * are the writer's own, so that it can store what does not compress (STORE_ABOVE) between the
  * compressed parts; a compressor started after stored bytes takes their last 32 KiB as its
