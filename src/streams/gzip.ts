@@ -290,15 +290,16 @@ const WINDOW = 32 * 1024;
  * true is the sink's only until its promise resolves (stored blocks are made in one reused buffer,
  * the header and the last empty block are constants); otherwise it is the sink's to keep.
  * node:zlib's raw deflate at level 1, because on the export path compression is the biggest cost
- * after PostgreSQL's: measured in Bun 1.4.5 on 31 MB of Synthea ndjson in 256 KiB chunks, CompressionStream (level 6) 170–178 ms, node:zlib
- * level 6 104–114 ms, level 1 45–57 ms for a file 1.6× bigger. The gzip header, CRC-32 and trailer
- * are the writer's own, so that it can store what does not compress (STORE_ABOVE) between the
- * compressed parts; a compressor started after stored bytes takes their last 32 KiB as its
- * dictionary, so every back-reference points where the reader expects. Written bytes are copied
- * into a block of INPUT_BLOCK first (the caller may reuse its buffer once `write` resolves), and
- * the block is used again once zlib has read it; memory stays at two blocks, the compressor's
- * window and QUEUE_MAX of output per writer, and the writer leaves next to no garbage (a fresh
- * block per MiB of input took a `$dump` with 8 gzip clients to 360–460 MB before JSC collected).
+ * after PostgreSQL's: measured in Bun 1.4.5 on 31 MB of Synthea ndjson in 256 KiB chunks,
+ * CompressionStream (level 6) 170–178 ms, node:zlib level 6 104–114 ms, level 1 45–57 ms for a file
+ * 1.6× bigger. The gzip header, CRC-32 and trailer are the writer's own, so that it can store what
+ * does not compress (STORE_ABOVE) between the compressed parts; a compressor started after stored
+ * bytes takes their last 32 KiB as its dictionary, so every back-reference points where the reader
+ * expects. Written bytes are copied into a block of INPUT_BLOCK first (the caller may reuse its
+ * buffer once `write` resolves), and the block is used again once zlib has read it; memory stays at
+ * two blocks, the compressor's window and QUEUE_MAX of output per writer, and the writer leaves
+ * next to no garbage (a fresh block per MiB of input took a `$dump` with 8 gzip clients to 360–460
+ * MB before JSC collected).
  */
 export function gzipWriter(sink: (chunk: Uint8Array, reused: boolean) => Promise<void>, level = 1): GzipWriter {
   let failure: unknown;
