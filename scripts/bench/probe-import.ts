@@ -12,7 +12,8 @@
  *
  * PROBE_BASE=/path/to/another/checkout: an A/B run; a second server from that checkout (its own
  * embedded PostgreSQL under <checkout>/.bench/data) does the same ops in the same rounds, the two
- * alternating op by op, so both see the same machine load. Prints medians per server and op.
+ * alternating op by op, so both see the same machine load. Prints medians per server and op, and
+ * each server's peak RSS over the whole run (VmHWM).
  * PROBE_TOOL='perf record -o /tmp/perf-{op}-{round}.data' runs that command with `-p <server pid>`
  * around each timed op (stopped with SIGINT). Status is polled every PROBE_POLL_MS (250 ms).
  * PROBE_DATA_DIR=DIR: the mix from that folder (as `npm run bench -- --data-dir DIR`).
@@ -182,6 +183,10 @@ try {
   }
   console.log(`medians of ${rounds} rounds (CPU seconds per ${fmt(rows)} lines):`);
   for (const [key, r] of results) console.log(`  ${key.padEnd(14)} server ${median(r.server).toFixed(2)} s (${r.server.map((x) => x.toFixed(2)).join(', ')})  pg ${median(r.pg).toFixed(2)} s  wall ${median(r.wall).toFixed(2)} s`);
+  for (const side of sides) {
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${side.server.pid}/status`, 'utf8'));
+    console.log(`  ${side.label} server peak RSS (VmHWM) ${hwm ? (Number(hwm[1]) / 1024).toFixed(0) : '?'} MB`);
+  }
   source.stop(true);
 } finally {
   for (const side of sides) {
