@@ -11,6 +11,7 @@
 import type { GoodLine } from './ingest.ts';
 import { pgCode, ident, type TransactionSql } from '../storage/db.ts';
 import { copyIntoResources, typesHolding } from '../storage/resource-copy.ts';
+import { indexStagingByType } from '../storage/staging.ts';
 import { tableOf } from '../fhir/types.ts';
 import type { Version } from '../storage/versions.ts';
 
@@ -78,7 +79,7 @@ export async function stagedAfterDirect(tx: TransactionSql, table: string, versi
   // straight: 1,000,000 lines of the Synthea mix (60 segments, then 800 MB staged) spent over
   // 6 minutes on 15,749 AllergyIntolerances. With it, any join order is a probe per row.
   if (Object.values(direct).some((n) => n > 0)) {
-    await tx.unsafe(`create index if not exists ${ident(`${table}_type_id`)} on ${ident(table)} (type, id)`);
+    await indexStagingByType(tx, table, { withId: true });
   }
   for (const [type, n] of Object.entries(direct)) {
     const moved = await tx.unsafe(

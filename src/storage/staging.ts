@@ -124,6 +124,16 @@ export interface MergeResult {
 }
 
 /**
+ * The staging table's index by type, built once whoever asks first: the merge's per-type reads
+ * use it, and with `withId` so does `$load`'s move back of rows written straight
+ * (operations/load-direct.ts), whose join must not scan the table once per row. A merge after
+ * that move back reads through the (type, id) index instead of building a second one.
+ */
+export async function indexStagingByType(tx: AnySql, table: string, options: { withId?: boolean } = {}): Promise<void> {
+  await tx.unsafe(`create index if not exists ${ident(`${table}_type`)} on ${ident(table)} (type${options.withId ? ', id' : ''})`);
+}
+
+/**
  * Upserts the staging rows without `error` into the resource tables, inside the caller's
  * transaction. One version (storage/versions.ts) for the whole merge: every resource it writes gets
  * the same txid from `transaction_id_seq` (above the id's previous one) and ts = the transaction's
@@ -141,7 +151,7 @@ export async function mergeStaging(tx: AnySql, table: string, options: MergeOpti
   // type then reads its own rows (BENCHMARKS.md, $load). mergeBatched has an index of its own.
   const types = Object.values(staged).filter((n) => n > 0);
   if (options.method === 'copy' && types.length > 1 && types.reduce((a, b) => a + b, 0) >= INDEX_MIN_ROWS) {
-    await tx.unsafe(`create index if not exists ${ident(`${table}_type`)} on ${ident(table)} (type)`);
+    await indexStagingByType(tx, table);
   }
   for (const [type, rows] of Object.entries(staged)) {
     if (rows === 0) continue;
