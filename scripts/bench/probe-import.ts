@@ -19,11 +19,10 @@
  * PROBE_DATA_DIR=DIR: the mix from that folder (as `npm run bench -- --data-dir DIR`).
  * PROBE_DUMP_ENCODING=gzip: the `dump` op asks for gzip (`Accept-Encoding`), as most clients do.
  */
-import fs from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { benchSql, ROOT_SECRET, startServer, truncate, fmt, median, type ServerProcess } from './common.ts';
 import { allLines, dataSet, split, type DataSetName } from './data.ts';
-import { backendsBetween, countLines, fillTables, rawDump, serverCpu } from './raw.ts';
+import { backendsBetween, countLines, fillTables, rawDump, serverCpu, threadSeconds } from './raw.ts';
 import type { Sql } from '../../src/storage/db.ts';
 
 const rows = Number(process.argv[2] ?? 200_000);
@@ -33,20 +32,6 @@ const ops = (process.argv[5] ?? 'load,import,import1').split(',');
 const POLL_MS = Number(process.env.PROBE_POLL_MS ?? 250);
 /** `Accept-Encoding` of the `dump` op's requests: `gzip` as most HTTP clients send it (fetch gunzips the body). */
 const DUMP_ENCODING = process.env.PROBE_DUMP_ENCODING ?? 'identity';
-const TICKS = 100;
-
-function threads(pid: number): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+/g, '#');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(comm, (out.get(comm) ?? 0) + (Number(f[11]) + Number(f[12])) / TICKS);
-    } catch { /* gone */ }
-  }
-  return out;
-}
 
 interface Side { label: string; server: ServerProcess; sql: Sql }
 
@@ -160,13 +145,13 @@ try {
         ? Bun.spawn([...process.env.PROBE_TOOL.replaceAll('{op}', `${side.label}-${op}`).replaceAll('{round}', String(round)).split(' '), '-p', String(server.pid)], { stdout: 'inherit', stderr: 'inherit' })
         : undefined;
       if (tool) await Bun.sleep(500);
-      const t0 = threads(server.pid);
+      const t0 = threadSeconds(server.pid);
       const before = await serverCpu(sql, server.pid);
       const w0 = performance.now();
       const polls = await run[op]!(server.url, side);
       const wall = (performance.now() - w0) / 1000;
       const after = await serverCpu(sql, server.pid);
-      const t1 = threads(server.pid);
+      const t1 = threadSeconds(server.pid);
       if (tool) { tool.kill('SIGINT'); await tool.exited; }
       const pg = backendsBetween(before.backends, after.backends);
       const per = [...t1].map(([k, v]) => [k, v - (t0.get(k) ?? 0)] as const).filter(([, v]) => v >= 0.02).sort((a, b) => b[1] - a[1]);
@@ -183,10 +168,7 @@ try {
   }
   console.log(`medians of ${rounds} rounds (CPU seconds per ${fmt(rows)} lines):`);
   for (const [key, r] of results) console.log(`  ${key.padEnd(14)} server ${median(r.server).toFixed(2)} s (${r.server.map((x) => x.toFixed(2)).join(', ')})  pg ${median(r.pg).toFixed(2)} s  wall ${median(r.wall).toFixed(2)} s`);
-  for (const side of sides) {
-    const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${side.server.pid}/status`, 'utf8'));
-    console.log(`  ${side.label} server peak RSS (VmHWM) ${hwm ? (Number(hwm[1]) / 1024).toFixed(0) : '?'} MB`);
-  }
+  for (const side of sides) console.log(`  ${side.label} server peak RSS (VmHWM) ${side.server.peakMb().toFixed(0)} MB`);
   source.stop(true);
 } finally {
   for (const side of sides) {
