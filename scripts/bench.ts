@@ -8,7 +8,8 @@
  *
  * --rows: the big data set's size (Patients for $dump; the mix and small resources everywhere).
  * --data: the data sets (scripts/bench/data.ts); --data-dir: where the mix comes from instead of
- * tests/fixtures/synthea plus ../shared/data/synthea (any folders of FHIR ndjson or Bundles).
+ * tests/fixtures/synthea plus ../shared/data/synthea (any folders of FHIR ndjson or Bundles,
+ * gzipped or not).
  *
  * A part is `export async function run(env: BenchEnv): Promise<void>` (see bench/common.ts).
  */

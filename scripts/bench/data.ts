@@ -5,7 +5,8 @@
  * - `patients`: Synthea Patients (~3.5 KB each), the 1,144 of the shared sample (13 of the
  *   fixtures without it), repeated with new ids.
  * - `mix`: the realistic Synthea mix: every resource of every type found in the Synthea files —
- *   bulk-export ndjson (`*.ndjson`) and transaction Bundles (`*.json`, the entries) — under
+ *   bulk-export ndjson (`*.ndjson`, `*.jsonl`) and transaction Bundles (`*.json`, the entries), each
+ *   also gzipped (`*.ndjson.gz`, as `$export` and other servers write them) — under
  *   tests/fixtures/synthea and ../shared/data/synthea (or /work/shared/data/synthea) when present,
  *   or under the `--data-dir` folders. Observation-heavy: the Bundles hold 16,315 Observations.
  *   Deduplicated by type and id, then repeated with fresh ids up to the bench size.
@@ -15,6 +16,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { isKnownType, SERVER_TYPES } from '../../src/fhir/types.ts';
 import { fmt } from './common.ts';
 
@@ -73,12 +75,21 @@ export function readResources(folders: string[]): { resources: Resource[]; files
   };
   for (const file of folders.flatMap((dir) => walk(dir)).sort()) {
     files++;
-    const text = fs.readFileSync(file, 'utf8');
-    if (file.endsWith('.ndjson')) {
-      for (const line of text.split('\n')) if (line.trim()) add(JSON.parse(line));
+    const bytes = fs.readFileSync(file);
+    const text = (file.endsWith('.gz') ? zlib.gunzipSync(bytes) : bytes).toString('utf8');
+    const parse = (json: string, line?: number) => {
+      try {
+        return JSON.parse(json) as unknown;
+      } catch (err) {
+        throw new Error(`${file}${line ? `:${line}` : ''}: not JSON (${(err as Error).message})`);
+      }
+    };
+    if (/\.(ndjson|jsonl)(\.gz)?$/.test(file)) {
+      const lines = text.split('\n');
+      for (let i = 0; i < lines.length; i++) if (lines[i]!.trim()) add(parse(lines[i]!, i + 1));
     } else {
-      const doc = JSON.parse(text) as { resourceType?: string; entry?: { resource?: unknown }[] };
-      if (doc.resourceType === 'Bundle' && Array.isArray(doc.entry)) for (const e of doc.entry) add(e.resource);
+      const doc = parse(text) as { resourceType?: string; entry?: { resource?: unknown }[] };
+      if (doc?.resourceType === 'Bundle' && Array.isArray(doc.entry)) for (const e of doc.entry) add(e?.resource);
       else add(doc);
     }
   }
@@ -86,14 +97,14 @@ export function readResources(folders: string[]): { resources: Resource[]; files
   return { resources, files };
 }
 
-/** The .ndjson and .json files below `dir` (or `dir` itself when it is a file). */
+/** The .ndjson, .jsonl and .json files (each also gzipped, `.gz`) below `dir` (or `dir` itself when it is a file). */
 function walk(dir: string): string[] {
   if (!fs.existsSync(dir)) throw new Error(`data folder ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory()) return [dir];
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const full = path.join(dir, e.name);
     if (e.isDirectory()) return walk(full);
-    return e.name.endsWith('.ndjson') || e.name.endsWith('.json') ? [full] : [];
+    return /\.(ndjson|jsonl|json)(\.gz)?$/.test(e.name) ? [full] : [];
   });
 }
 
@@ -151,8 +162,9 @@ export function dataSet(name: DataSetName, rows: number, dataDirs: string[]): Da
   }
   const folders = mixFolders(dataDirs);
   const { resources, files } = readResources(folders);
-  const where = `${files} files under ${folders.map((f) => path.relative(ROOT, f) || '.').join(', ')}`;
-  if (name === 'mix') return repeat(name, `the Synthea mix (${fmt(resources.length)} distinct resources from ${where})`, resources, rows);
+  const where = `${files} files under ${folders.map(shortPath).join(', ')}`;
+  const mix = dataDirs.length > 0 ? 'the mix' : 'the Synthea mix';
+  if (name === 'mix') return repeat(name, `${mix} (${fmt(resources.length)} distinct resources from ${where})`, resources, rows);
   // a few bytes of headroom: repeated lines get longer ids (`-<k>`)
   const small = resources.filter((r) => Buffer.byteLength(JSON.stringify(r)) < SMALL_BYTES - 8);
   if (small.length === 0) throw new Error(`no resource under ${SMALL_BYTES} bytes in ${where}`);
@@ -208,4 +220,10 @@ export function histogram(data: DataSet): string[] {
   }
   if (data.types.length > 1) out.push(row('all', all));
   return out;
+}
+
+/** A folder relative to the project when it is inside it, else as given. */
+function shortPath(folder: string): string {
+  const rel = path.relative(ROOT, folder);
+  return rel.startsWith('..') || path.isAbsolute(rel) ? folder : rel || '.';
 }
