@@ -52,6 +52,7 @@ export function createApp(deps: AppDeps): Hono {
   const { auth } = deps;
   const server = deps.ctx;
   const body = (c: Context) => readBody(c, server.config.bodyLimit);
+  const resourceBody = (c: Context) => readBody(c, server.config.bodyLimit, { keepNumbers: true });
   // SPEC §10: bulk routes use the bulk pools and take a slot of the bulk cap (http/bulk-gate.ts)
   const bulkServer: OperationContext = { ...server, sql: server.pools?.bulk ?? server.sql };
   const { config } = server;
@@ -127,7 +128,7 @@ export function createApp(deps: AppDeps): Hono {
   api.get('/metrics', async (c) => c.text(await renderMetrics(ctx(c)), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' }));
   consoleRoutes(api, ctx);
   api.get('/metadata', (c) => respond(c, 200, capabilityStatement(new URL(c.req.url).origin, deps.version)));
-  api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx(c), await body(c))));
+  api.put('/', async (c) => respond(c, 200, await batchUpsert(ctx(c), await resourceBody(c))));
   api.post('/$import', async (c) => {
     const request = await body(c);
     if (isParameters(request)) {
@@ -200,12 +201,12 @@ export function createApp(deps: AppDeps): Hono {
 
   api.get('/:type', async (c) => respond(c, 200, await search(ctx(c), c.req.param('type'), new URL(c.req.url).searchParams, c.req.url)));
   api.post('/:type', async (c) => {
-    const created = await createResource(ctx(c), c.req.param('type'), await body(c));
+    const created = await createResource(ctx(c), c.req.param('type'), await resourceBody(c));
     return respond(c, 201, created, { Location: `/${created.resourceType}/${created.id}/_history/${created.meta?.versionId}` });
   });
   api.get('/:type/:id', async (c) => respond(c, 200, await readOne(ctx(c), c.req.param('type'), c.req.param('id'))));
   api.put('/:type/:id', async (c) => {
-    const { resource, created } = await updateResource(ctx(c), c.req.param('type'), c.req.param('id'), await body(c));
+    const { resource, created } = await updateResource(ctx(c), c.req.param('type'), c.req.param('id'), await resourceBody(c));
     return respond(c, created ? 201 : 200, resource);
   });
   api.delete('/:type/:id', async (c) => {

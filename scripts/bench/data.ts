@@ -12,12 +12,14 @@
  *   Deduplicated by type and id, then repeated with fresh ids up to the bench size.
  * - `small`: the resources of the mix whose line is under 1 KB, repeated the same way.
  *
- * Lines are grouped by type, as a bulk export is; `histogram()` prints the sizes per type.
+ * Lines are grouped by type, as a bulk export is; `histogram()` prints the sizes per type. Numbers
+ * stay as the files write them (`"value": 0.0` in most ExplanationOfBenefits), as in real data.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { isKnownType, SERVER_TYPES } from '../../src/fhir/types.ts';
+import { parseExact } from '../../src/fhir/json-numbers.ts';
 import { fmt } from './common.ts';
 
 const ROOT = path.resolve(import.meta.dir, '../..');
@@ -79,7 +81,8 @@ export function readResources(folders: string[]): { resources: Resource[]; files
     const text = (file.endsWith('.gz') ? zlib.gunzipSync(bytes) : bytes).toString('utf8');
     const parse = (json: string, line?: number) => {
       try {
-        return JSON.parse(json) as unknown;
+        // numbers as written (`0.0`, not `0`), as a bulk file holds them and a raw COPY keeps them
+        return parseExact(json);
       } catch (err) {
         throw new Error(`${file}${line ? `:${line}` : ''}: not JSON (${(err as Error).message})`);
       }

@@ -4,6 +4,7 @@
  * `meta.lastUpdated`, which live in columns).
  */
 import { invalid } from './outcome.ts';
+import { isKeptNumber } from './json-numbers.ts';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type Resource = { resourceType: string; id: string; meta?: Record<string, Json> } & Record<string, Json | undefined>;
@@ -16,7 +17,8 @@ export function isId(value: unknown): value is string {
 }
 
 export function isPlainObject(value: unknown): value is Record<string, Json> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+  // a number kept as written (fhir/json-numbers.ts) is an object to JavaScript, a number to JSON
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !isKeptNumber(value);
 }
 
 /** The `resource` column's content: columns removed, an emptied `meta` dropped. */

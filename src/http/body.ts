@@ -8,11 +8,16 @@ import type { Context } from 'hono';
 import YAML from 'yaml';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
 import { MAX_JSON_DEPTH, valueDeeperThan } from '../fhir/json-shape.ts';
+import { parseKeepingNumbers } from '../fhir/json-numbers.ts';
 
 const JSON_TYPES = new Set(['application/json', 'application/fhir+json', 'application/json-patch+json']);
 const YAML_TYPES = new Set(['text/yaml', 'application/yaml', 'application/x-yaml', 'text/x-yaml']);
 
-export async function readBody(c: Context, limit: number): Promise<unknown> {
+/**
+ * `keepNumbers`: for resources, whose numbers are stored as written (`0.0` stays `0.0`,
+ * fhir/json-numbers.ts); not for parameters, whose numbers the code reads as numbers.
+ */
+export async function readBody(c: Context, limit: number, options: { keepNumbers?: boolean } = {}): Promise<unknown> {
   const contentType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   const isJson = JSON_TYPES.has(contentType);
   const isYaml = YAML_TYPES.has(contentType);
@@ -24,7 +29,7 @@ export async function readBody(c: Context, limit: number): Promise<unknown> {
   let value: unknown;
   if (isJson) {
     try {
-      value = JSON.parse(text);
+      value = options.keepNumbers ? parseKeepingNumbers(text) : JSON.parse(text);
     } catch (err) {
       throw invalid(`The request body is not valid JSON: ${(err as Error).message}`);
     }

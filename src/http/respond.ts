@@ -2,6 +2,7 @@
 import type { Context } from 'hono';
 import YAML from 'yaml';
 import { outcome, OperationOutcomeError, type OutcomeCode } from '../fhir/outcome.ts';
+import { isKeptNumber } from '../fhir/json-numbers.ts';
 
 /** YAML when `Accept` ranks a YAML type above every JSON one (q-values honoured; JSON on a tie or when absent). */
 export function wantsYaml(accept: string | undefined): boolean {
@@ -20,12 +21,21 @@ export function wantsYaml(accept: string | undefined): boolean {
 
 export function respond(c: Context, status: number, body: unknown, headers: Record<string, string> = {}): Response {
   const yaml = wantsYaml(c.req.header('accept'));
-  const text = yaml ? YAML.stringify(body) : JSON.stringify(body);
+  const text = yaml ? YAML.stringify(body, { customTags: [KEPT_NUMBER] }) : JSON.stringify(body);
   return new Response(text, {
     status,
     headers: { 'Content-Type': yaml ? 'text/yaml; charset=utf-8' : 'application/json; charset=utf-8', ...headers },
   });
 }
+
+/** A number kept as written (fhir/json-numbers.ts) is a YAML number with its digits: `1.50`, not `rawJSON: "1.50"`. */
+const KEPT_NUMBER = {
+  identify: isKeptNumber,
+  default: true,
+  tag: 'tag:yaml.org,2002:float',
+  resolve: (text: string) => Number(text),
+  stringify: (item: { value?: unknown }) => (item.value as { rawJSON: string }).rawJSON,
+};
 
 /** The single error renderer (STYLE §3): OperationOutcome with `message`, no stack, no SQL. */
 export function renderError(c: Context, err: unknown, log: (line: string) => void): Response {

@@ -3,12 +3,14 @@
  * Shared by `$load` and `$import`; no database here, so it is cheap to test and to profile.
  *
  * The per-line work is what Bun adds on top of PostgreSQL's own COPY, so it is kept to one
- * `JSON.parse`, a few property checks and one `JSON.stringify` (SPEC §9: ≥ 0.8× raw COPY).
+ * `JSON.parse`, a few property checks and one `JSON.stringify` (SPEC §9: ≥ 0.8× raw COPY); the
+ * few lines whose numbers a double would change are parsed keeping them (fhir/json-numbers.ts).
  */
 import { isId, isPlainObject, type Json } from '../fhir/resource.ts';
 import { isKnownType, SERVER_TYPES } from '../fhir/types.ts';
 import { literalReferences, validateStruct } from '../fhir/validate.ts';
 import { MAX_JSON_DEPTH, hasNonFinite, textDeeperThan } from '../fhir/json-shape.ts';
+import { mayChangeNumbers, parseExact } from '../fhir/json-numbers.ts';
 import type { Line } from '../streams/lines.ts';
 
 export type { Line };
@@ -52,9 +54,12 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
   if ('notText' in line) return bad(no, 'line is not valid UTF-8 text');
   // Before JSON.parse: the recursive steps below (and PostgreSQL's jsonb parser) must never see it.
   if (textDeeperThan(line.text)) return bad(no, `JSON is nested deeper than ${MAX_JSON_DEPTH} levels`);
+  // Numbers are stored as written (`0.0` stays `0.0`, fhir/json-numbers.ts): a line whose numbers
+  // a double would change (one in twenty of Synthea's) is parsed keeping their text.
+  const exact = mayChangeNumbers(line.text);
   let value: unknown;
   try {
-    value = JSON.parse(line.text);
+    value = exact ? parseExact(line.text) : JSON.parse(line.text);
   } catch (err) {
     return bad(no, `invalid JSON: ${(err as Error).message}`);
   }
@@ -72,10 +77,10 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
   if (id === undefined) return bad(no, 'id is missing');
   if (!isId(id)) return bad(no, `id ${show(id)} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)`);
 
-  if (options.merge) Object.assign(resource, options.merge);
-  if (options.stripNulls) stripNulls(resource);
+  edit(resource, options);
   if (options.struct) {
-    const problem = validateStruct(resource);
+    // the schema wants numbers where parseExact put its kept texts: validate the plain parse
+    const problem = validateStruct(exact ? edit({ ...(JSON.parse(line.text) as Record<string, Json>), resourceType: type }, options) : resource);
     if (problem !== null) return bad(no, problem);
   }
   const refs = options.refs ? literalReferences(resource) : undefined;
@@ -90,6 +95,13 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
   const parsed: GoodLine = { ok: true, line: no, type, id, json };
   if (refs) parsed.refs = refs;
   return parsed;
+}
+
+/** `merge`, then `strip-nulls`, in place; returns `resource`. */
+function edit(resource: Record<string, Json>, options: LineOptions): Record<string, Json> {
+  if (options.merge) Object.assign(resource, options.merge);
+  if (options.stripNulls) stripNulls(resource);
+  return resource;
 }
 
 /**

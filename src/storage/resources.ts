@@ -7,27 +7,30 @@ import type { AnySql, Sql } from './db.ts';
 import { ident } from './db.ts';
 import { tableOf, historyTableOf } from '../fhir/types.ts';
 import type { Json, ResourceRow } from '../fhir/resource.ts';
+import { parseKeepingNumbers } from '../fhir/json-numbers.ts';
 import { instantText, liftSequence, takeVersion, txidAbove, type Version } from './versions.ts';
 import type { Criterion } from '../fhir/search-criteria.ts';
 import { criterionSql } from './search-sql.ts';
 
 /** meta.lastUpdated as FHIR instant, microseconds, UTC; $dump produces the same text. */
 export const LAST_UPDATED = instantText('ts');
-const COLUMNS = `id, txid, ${LAST_UPDATED} as last_updated, resource_type, status, resource`;
+// `resource` as text, parsed here keeping its numbers as PostgreSQL keeps them (`0.0`, not `0`):
+// postgres.js's own jsonb parse is JSON.parse (fhir/json-numbers.ts).
+const COLUMNS = `id, txid, ${LAST_UPDATED} as last_updated, resource_type, status, resource::text as resource`;
 
 /** The columns every read returns, as a fragment of a tagged statement. */
 const columns = (sql: AnySql) => sql.unsafe(COLUMNS);
 
 export async function readResource(sql: AnySql, type: string, id: string): Promise<ResourceRow | undefined> {
   const [row] = await sql<ResourceRow[]>`select ${columns(sql)} from ${sql(tableOf(type))} where id = ${id}`;
-  return row;
+  return row && parsed(row);
 }
 
 export async function readVersion(sql: AnySql, type: string, id: string, txid: string): Promise<ResourceRow | undefined> {
   const [row] = await sql<ResourceRow[]>`
     select ${columns(sql)} from ${sql(tableOf(type))} where id = ${id} and txid = ${txid}
     union all select ${columns(sql)} from ${sql(historyTableOf(type))} where id = ${id} and txid = ${txid} and status <> 'deleted'`;
-  return row;
+  return row && parsed(row);
 }
 
 export interface WriteResult {
@@ -37,8 +40,15 @@ export interface WriteResult {
 }
 
 /** What a write returns: plain columns only (no `to_char` in RETURNING, SPEC §11); `ts` is the version's. */
-const written = (sql: AnySql) => sql.unsafe('id, txid::text as txid, resource_type, status, resource');
-const withVersion = (row: unknown, version: Version) => ({ ...(row as object), last_updated: version.ts }) as unknown as ResourceRow;
+const written = (sql: AnySql) => sql.unsafe('id, txid::text as txid, resource_type, status, resource::text as resource');
+const withVersion = (row: unknown, version: Version) => parsed({ ...(row as ResourceRow), last_updated: version.ts });
+
+/** A row read with `resource::text`, its resource parsed keeping the numbers as written. */
+function parsed(row: ResourceRow): ResourceRow {
+  const text = row.resource as unknown as string;
+  row.resource = parseKeepingNumbers(text) as ResourceRow['resource'];
+  return row;
+}
 
 /**
  * Create or replace `type/id` inside the caller's transaction: the current version is locked and
@@ -107,10 +117,11 @@ export async function deleteResource(tx: AnySql, type: string, id: string): Prom
 }
 
 export async function historyOf(sql: Sql, type: string, id: string): Promise<ResourceRow[]> {
-  return await sql<ResourceRow[]>`
+  const rows = await sql<ResourceRow[]>`
     select ${columns(sql)} from ${sql(tableOf(type))} where id = ${id}
     union all select ${columns(sql)} from ${sql(historyTableOf(type))} where id = ${id}
     order by txid desc`;
+  return rows.map(parsed);
 }
 
 /** A `_lastUpdated` value: the range [start, start + width) its precision covers, and the comparison. */
@@ -149,9 +160,10 @@ export async function searchResources(sql: Sql, type: string, query: SearchQuery
   for (const c of query.criteria ?? []) where.push(criterionSql(c, 'r'));
   // The one statement of this file whose shape the request decides (which filters, how many
   // _lastUpdated bounds): built as text, unprepared, so no prepared statement is left per shape.
-  return await sql.unsafe<ResourceRow[]>(
+  const rows = await sql.unsafe<ResourceRow[]>(
     `select ${COLUMNS} from ${ident(tableOf(type))} r
      ${where.length ? 'where ' + where.join(' and ') : ''} order by id limit ${query.count + 1}`,
     params as never[],
   );
+  return rows.map(parsed);
 }
