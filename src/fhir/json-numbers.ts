@@ -62,9 +62,12 @@ export function parseExact(text: string): unknown {
 type Reviver = (this: unknown, key: string, value: unknown) => unknown;
 
 function keepSource(_key: string, value: unknown, context?: { source?: string }): unknown {
-  if (typeof value !== 'number' || !Number.isFinite(value)) return value;
-  const source = context?.source;
-  if (source === undefined || source.length > MAX_KEPT_LENGTH || String(value) === source || !KEEPABLE.test(source)) return value;
+  return typeof value === 'number' && context?.source !== undefined ? keptNumber(value, context.source) : value;
+}
+
+/** `value` parsed from `source`: the source kept (a `JSON.rawJSON`) when a double would write it differently. */
+export function keptNumber(value: number, source: string): unknown {
+  if (!Number.isFinite(value) || source.length > MAX_KEPT_LENGTH || String(value) === source || !KEEPABLE.test(source)) return value;
   return (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON(source);
 }
 

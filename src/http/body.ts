@@ -8,7 +8,7 @@ import type { Context } from 'hono';
 import YAML from 'yaml';
 import { OperationOutcomeError, invalid } from '../fhir/outcome.ts';
 import { MAX_JSON_DEPTH, valueDeeperThan } from '../fhir/json-shape.ts';
-import { parseKeepingNumbers } from '../fhir/json-numbers.ts';
+import { keptNumber, parseKeepingNumbers } from '../fhir/json-numbers.ts';
 
 const JSON_TYPES = new Set(['application/json', 'application/fhir+json', 'application/json-patch+json']);
 const YAML_TYPES = new Set(['text/yaml', 'application/yaml', 'application/x-yaml', 'text/x-yaml']);
@@ -35,7 +35,7 @@ export async function readBody(c: Context, limit: number, options: { keepNumbers
     }
   } else {
     try {
-      value = YAML.parse(text, { maxAliasCount: 100 });
+      value = options.keepNumbers ? parseYamlKeepingNumbers(text) : YAML.parse(text, { maxAliasCount: 100 });
     } catch (err) {
       if (err instanceof RangeError || /call stack/i.test((err as Error).message)) throw tooDeep();
       throw invalid(`The request body is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
@@ -43,6 +43,18 @@ export async function readBody(c: Context, limit: number, options: { keepNumbers
   }
   if (valueDeeperThan(value)) throw tooDeep();
   return value;
+}
+
+/** YAML.parse, each number written as JSON writes it (`1.50`, `0.0`) kept as written, as in JSON bodies. */
+function parseYamlKeepingNumbers(text: string): unknown {
+  const doc = YAML.parseDocument(text);
+  if (doc.errors.length > 0) throw doc.errors[0];
+  YAML.visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value === 'number' && node.source !== undefined) node.value = keptNumber(node.value, node.source);
+    },
+  });
+  return doc.toJS({ maxAliasCount: 100 });
 }
 
 function tooDeep(): OperationOutcomeError {

@@ -1,7 +1,7 @@
 /**
  * Numbers are stored and served as written (fhir/json-numbers.ts): `0.0` is not `0`, `1.50` is not
  * `1.5`, 20 digits are 20 digits — FHIR gives a decimal's precision meaning, and a raw COPY of the
- * same lines keeps it. Through every way in (`$load`, `$import`, POST, PUT, `PUT /`) and out
+ * same lines keeps it. Through every way in (`$load`, `$import`, POST, PUT, `PUT /`, JSON or YAML) and out
  * (read, search, history, YAML, `$dump`, `$export`), checked against what PostgreSQL holds.
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test';
@@ -69,7 +69,16 @@ test('POST, PUT and PUT / store the numbers as written; parameters are still rea
   const batch = await server.request('/', { method: 'PUT', body: `[${line('n-batch')}]`, headers: { 'content-type': 'application/json' } });
   expect(batch.status).toBe(200);
   expect(numbersIn(await batch.text())).toEqual(AS_STORED);
-  for (const id of ['n-post', 'n-put', 'n-batch']) expect(await inDatabase(id)).toEqual(AS_STORED);
+  // YAML bodies too: a number YAML writes as JSON does is kept; YAML's own forms (0x10) are numbers
+  const yaml = [
+    'resourceType: Patient', 'id: n-yaml', 'extension:',
+    ...[...NUMBERS.matchAll(/"url":"(\w)","(value\w+)":([^}]+)/g)].map(([, url, key, value]) => `- {url: ${url}, ${key}: ${value}}`),
+  ].join('\n');
+  const putYaml = await server.request('/Patient/n-yaml', { method: 'PUT', body: yaml, headers: { 'content-type': 'text/yaml' } });
+  expect(putYaml.status).toBe(201);
+  const hex = await server.request('/Patient/n-hex', { method: 'PUT', body: 'resourceType: Patient\nextension: [{url: h, valueInteger: 0x10}]', headers: { 'content-type': 'text/yaml' } });
+  expect(numbersIn(await hex.text())).toEqual(['16']);
+  for (const id of ['n-post', 'n-put', 'n-batch', 'n-yaml']) expect(await inDatabase(id)).toEqual(AS_STORED);
 
   // a number with a trailing zero where the server wants a number: still a number to it
   const dumpSql = await server.request('/$dump-sql', { method: 'POST', body: '{"query":"select id from patient where id = \'n-put\'","limit":10.0}', headers: { 'content-type': 'application/json' } });
@@ -89,7 +98,7 @@ test('$export files hold the numbers as written', async () => {
     const body = Buffer.from(await res.arrayBuffer());
     texts.push((body[0] === 0x1f && body[1] === 0x8b ? gunzipSync(body) : body).toString('utf8'));
   }
-  const lines = texts.join('').split('\n').filter((l) => /"id":"n-(load|import|post|put|batch)"/.test(l));
-  expect(lines.length).toBe(5);
+  const lines = texts.join('').split('\n').filter((l) => /"id":"n-(load|import|post|put|batch|yaml)"/.test(l));
+  expect(lines.length).toBe(6);
   for (const l of lines) expect(numbersIn(l)).toEqual(AS_STORED);
 });
