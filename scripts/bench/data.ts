@@ -19,13 +19,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { isKnownType, SERVER_TYPES } from '../../src/fhir/types.ts';
-import { parseExact } from '../../src/fhir/json-numbers.ts';
+import { parseKeepingNumbers } from '../../src/fhir/json-numbers.ts';
 import { fmt } from './common.ts';
 
 const ROOT = path.resolve(import.meta.dir, '../..');
 const FIXTURES = path.join(ROOT, 'tests/fixtures/synthea');
 const SHARED = [path.join(ROOT, '../shared/data/synthea'), '/work/shared/data/synthea'];
 const SMALL_BYTES = 1024;
+/** ndjson (a resource per line) and JSON (a Bundle or one resource) files, plain or gzipped. */
+const LINES_FILE = /\.(ndjson|jsonl)(\.gz)?$/;
+const BUNDLE_FILE = /\.json(\.gz)?$/;
 const MAX_ID = 64;
 
 export const DATA_SETS = ['patients', 'mix', 'small'] as const;
@@ -82,12 +85,12 @@ export function readResources(folders: string[]): { resources: Resource[]; files
     const parse = (json: string, line?: number) => {
       try {
         // numbers as written (`0.0`, not `0`), as a bulk file holds them and a raw COPY keeps them
-        return parseExact(json);
+        return parseKeepingNumbers(json);
       } catch (err) {
         throw new Error(`${file}${line ? `:${line}` : ''}: not JSON (${(err as Error).message})`);
       }
     };
-    if (/\.(ndjson|jsonl)(\.gz)?$/.test(file)) {
+    if (LINES_FILE.test(file)) {
       const lines = text.split('\n');
       for (let i = 0; i < lines.length; i++) if (lines[i]!.trim()) add(parse(lines[i]!, i + 1));
     } else {
@@ -107,7 +110,7 @@ function walk(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const full = path.join(dir, e.name);
     if (e.isDirectory()) return walk(full);
-    return /\.(ndjson|jsonl|json)(\.gz)?$/.test(e.name) ? [full] : [];
+    return LINES_FILE.test(e.name) || BUNDLE_FILE.test(e.name) ? [full] : [];
   });
 }
 

@@ -67,8 +67,12 @@ function keepSource(_key: string, value: unknown, context?: { source?: string })
 
 /** `value` parsed from `source`: the source kept (a `JSON.rawJSON`) when a double would write it differently. */
 export function keptNumber(value: number, source: string): unknown {
-  if (!Number.isFinite(value) || source.length > MAX_KEPT_LENGTH || String(value) === source || !KEEPABLE.test(source)) return value;
-  return (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON(source);
+  return toKeep(value, source) ? (JSON as unknown as { rawJSON(text: string): unknown }).rawJSON(source) : value;
+}
+
+/** True when `source` (parsed as `value`) is written otherwise by a double and numeric stores it as it is. */
+function toKeep(value: number, source: string): boolean {
+  return Number.isFinite(value) && source.length <= MAX_KEPT_LENGTH && String(value) !== source && KEEPABLE.test(source);
 }
 
 /** True for a number `parseExact` kept as written (an object to JSON.parse's callers, not a number). */
@@ -103,8 +107,7 @@ export function swapNumbers(text: string): SwappedNumbers | undefined {
   if (text.includes(SWAP_PREFIX) || text.includes('\\u')) return undefined;
   const kept: string[] = [];
   const swapped = text.replace(NUMBER_TOKEN, (match, before: string, number: string) => {
-    const double = Number(number);
-    if (!Number.isFinite(double) || number.length > MAX_KEPT_LENGTH || String(double) === number || !KEEPABLE.test(number)) return match;
+    if (!toKeep(Number(number), number)) return match;
     return before + SWAP_PREFIX + String(kept.push(number) - 1).padStart(SWAP_INDEX_DIGITS, '0');
   });
   if (kept.length === 0 || kept.length >= 10 ** SWAP_INDEX_DIGITS) return undefined;

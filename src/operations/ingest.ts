@@ -54,14 +54,15 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
   if ('notText' in line) return bad(no, 'line is not valid UTF-8 text');
   // Before JSON.parse: the recursive steps below (and PostgreSQL's jsonb parser) must never see it.
   if (textDeeperThan(line.text)) return bad(no, `JSON is nested deeper than ${MAX_JSON_DEPTH} levels`);
-  // Numbers are stored as written (`0.0` stays `0.0`, fhir/json-numbers.ts): a line whose numbers
-  // a double would change (one in twenty of Synthea's) is parsed keeping their text.
-  // A line only stored takes the quicker swap; a line whose values the checks read, the exact parse.
+  // Numbers are stored as written (`0.0` stays `0.0`, fhir/json-numbers.ts). A line whose numbers
+  // a double would change (one in twenty of Synthea's) and that is only stored is parsed with them
+  // swapped for integers; when the checks read its values, they read the plain parse, and the
+  // stored text comes from a second, exact parse.
   const exact = mayChangeNumbers(line.text);
   const swap = exact && !options.struct && !options.refs && !options.merge ? swapNumbers(line.text) : undefined;
   let value: unknown;
   try {
-    value = swap ? JSON.parse(swap.text) : exact ? parseExact(line.text) : JSON.parse(line.text);
+    value = JSON.parse(swap ? swap.text : line.text);
   } catch (err) {
     return bad(no, `invalid JSON: ${(err as Error).message}`);
   }
@@ -81,13 +82,12 @@ export function parseLine(line: Line, options: LineOptions): ParsedLine {
 
   edit(resource, options);
   if (options.struct) {
-    // the schema wants numbers where parseExact put its kept texts: validate the plain parse
-    const problem = validateStruct(exact ? edit({ ...(JSON.parse(line.text) as Record<string, Json>), resourceType: type }, options) : resource);
+    const problem = validateStruct(resource);
     if (problem !== null) return bad(no, problem);
   }
   const refs = options.refs ? literalReferences(resource) : undefined;
   let json = storedJson(resource);
-  if (swap) json = swap.restore(json) ?? storedJson(edit(parseExact(line.text) as Record<string, Json>, options));
+  if (exact) json = swap?.restore(json) ?? storedJson(edit(parseExact(line.text) as Record<string, Json>, options));
   // JSON.parse reads 1e999999 as Infinity and JSON.stringify writes it as null: a silent change.
   if (json.includes('null') && hasNonFinite(resource)) {
     return bad(no, 'holds a number too large to store (over 1.8e308)');
