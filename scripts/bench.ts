@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     const [{ version }] = (await sql`select current_setting('server_version') as version`) as unknown as [{ version: string }];
     print(`PostgreSQL ${version}; rows ${fmt(args.rows)}, rounds ${args.rounds}, data ${args.data.join(', ')}`);
     print();
-    let cached: { key: string; data: DataSet } | undefined;
+    let cached: { key: string; data: Promise<DataSet> } | undefined;
     const described = new Set<string>();
     const env: BenchEnv = {
       url: server.url,
@@ -81,7 +81,9 @@ async function main(): Promise<void> {
         const key = `${name}:${rows}`;
         // one at a time: a million lines of the mix are about a gigabyte
         if (cached?.key !== key) cached = { key, data: (cached = undefined, dataSet(name, rows, args.dataDirs)) };
-        return cached.data;
+        const data = cached.data;
+        data.catch(() => { if (cached?.data === data) cached = undefined; });
+        return data;
       },
       describe(data) {
         const key = `${data.name}:${data.rows}`;

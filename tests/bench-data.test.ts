@@ -15,7 +15,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const line = (type: string, id: string, extra: Record<string, unknown> = {}) => JSON.stringify({ resourceType: type, id, ...extra });
 
-test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and id; skips other files', () => {
+test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and id; skips other files', async () => {
   const folder = path.join(dir, 'good');
   fs.mkdirSync(path.join(folder, 'nested'), { recursive: true });
   fs.writeFileSync(path.join(folder, 'Observation.000.ndjson.gz'), zlib.gzipSync(`${line('Observation', 'o1')}\r\n${line('Observation', 'o2')}\n\n`));
@@ -23,11 +23,11 @@ test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and 
   const bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: JSON.parse(line('Encounter', 'e1')) }, {}] };
   fs.writeFileSync(path.join(folder, 'bundle.json.gz'), zlib.gzipSync(JSON.stringify(bundle)));
   fs.writeFileSync(path.join(folder, 'notes.txt'), 'not FHIR');
-  const { resources, files } = readResources([folder]);
+  const { resources, files } = await readResources([folder]);
   expect(files).toBe(3);
   expect(resources.map((r) => `${r.resourceType}/${r.id}`).sort()).toEqual(['Encounter/e1', 'Observation/o1', 'Observation/o2', 'Patient/p1']);
 
-  const mix = dataSet('mix', 10, [folder]);
+  const mix = await dataSet('mix', 10, [folder]);
   expect(mix.title).toStartWith('the mix (4 distinct resources from 3 files under ');
   expect(mix.rows).toBe(10);
   expect(mix.types.reduce((n, t) => n + t.rows, 0)).toBe(10);
@@ -35,17 +35,52 @@ test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and 
   expect(new Set(ids).size).toBe(10);
 });
 
-test('a line that is not JSON is named by file and line', () => {
+test('a line that is not JSON is named by file and line', async () => {
   const folder = path.join(dir, 'bad');
   fs.mkdirSync(folder);
   fs.writeFileSync(path.join(folder, 'Patient.ndjson.gz'), zlib.gzipSync(`${line('Patient', 'a')}\n\n{"resourceType":"Patient","id":"b",\n`));
-  expect(() => readResources([folder])).toThrow(`${path.join(folder, 'Patient.ndjson.gz')}:3: not JSON`);
+  await expect(readResources([folder])).rejects.toThrow(`${path.join(folder, 'Patient.ndjson.gz')}:3: not JSON`);
 });
 
-test('a folder with no FHIR resources, or none at all, is a clear error', () => {
+test('a folder with no FHIR resources, or none at all, is a clear error', async () => {
   const empty = path.join(dir, 'empty');
   fs.mkdirSync(empty);
   fs.writeFileSync(path.join(empty, 'x.ndjson'), `${JSON.stringify({ id: 'no-type' })}\n`);
-  expect(() => readResources([empty])).toThrow(`no FHIR resources found in ${empty}`);
-  expect(() => readResources([path.join(dir, 'missing')])).toThrow('does not exist');
+  await expect(readResources([empty])).rejects.toThrow(`no FHIR resources found in ${empty}`);
+  await expect(readResources([path.join(dir, 'missing')])).rejects.toThrow('does not exist');
+});
+
+test('data bigger than the bench size is sampled evenly: every type keeps its share, and no id is made up', async () => {
+  const folder = path.join(dir, 'big');
+  fs.mkdirSync(folder);
+  // files sorted by name: a first-come sample would be all AllergyIntolerance
+  const lines = (type: string, n: number) => Array.from({ length: n }, (_, i) => line(type, `${type[0]}${i}`, { n: i })).join('\n');
+  fs.writeFileSync(path.join(folder, 'AllergyIntolerance.ndjson'), `${lines('AllergyIntolerance', 1000)}\n\n`);
+  fs.writeFileSync(path.join(folder, 'Condition.ndjson.gz'), zlib.gzipSync(lines('Condition', 1000)));
+  fs.writeFileSync(path.join(folder, 'Observation.ndjson'), `${lines('Observation', 2000)}\n`);
+  const mix = await dataSet('mix', 400, [folder]);
+  expect(mix.title).toStartWith('the mix (an even sample of 400 of the 4,000 resources in 3 files under ');
+  expect(Object.fromEntries(mix.types.map((t) => [t.type, t.rows]))).toEqual({ AllergyIntolerance: 100, Condition: 100, Observation: 200 });
+  const ids = mix.types.flatMap((t) => t.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).id as string));
+  expect(new Set(ids).size).toBe(400);
+  expect(ids.every((id) => /^[ACO]\d+$/.test(id))).toBe(true);
+  // spread over each file, not its first lines
+  const observations = mix.types.find((t) => t.type === 'Observation')!.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).n as number);
+  expect(Math.min(...observations)).toBeLessThan(20);
+  expect(Math.max(...observations)).toBeGreaterThan(1980);
+
+  const small = await dataSet('small', 5000, [folder]);
+  expect(small.rows).toBe(5000);
+  expect(small.title).toStartWith('small resources: the 4,000 under 1 KB of the mix (4,000 distinct resources from 3 files under ');
+});
+
+test('a line longer than the reads it spans is read whole, plain and gzipped', async () => {
+  const folder = path.join(dir, 'long');
+  fs.mkdirSync(folder);
+  const text = 'é'.repeat(1_500_000) + 'x';
+  fs.writeFileSync(path.join(folder, 'a.ndjson'), `${line('Patient', 'short')}\n${line('Patient', 'long', { text })}\n${line('Patient', 'after')}`);
+  fs.writeFileSync(path.join(folder, 'b.ndjson.gz'), zlib.gzipSync(`${line('Observation', 'long', { text })}\r\n`));
+  const { resources } = await readResources([folder]);
+  expect(resources.map((r) => `${r.resourceType}/${r.id}`)).toEqual(['Patient/short', 'Patient/long', 'Patient/after', 'Observation/long']);
+  expect(resources.filter((r) => r.id === 'long').map((r) => r.text)).toEqual([text, text]);
 });

@@ -27,7 +27,7 @@ export async function run(env: BenchEnv): Promise<void> {
       await compare(env, ['Patient'], env.rows);
       await truncate(env.sql, ['Patient']);
     } else {
-      const data = env.dataSet(name, env.rows);
+      const data = await env.dataSet(name, env.rows);
       const types = data.types.map((t) => t.type);
       const seconds = await fillTables(env.sql, env.databaseUrl, data.types);
       print(`### ${fmt(data.rows)} resources, ${data.title}, in ${types.length} tables (filled by raw COPY + upsert in ${fmt(seconds, 1)} s)`);

@@ -34,7 +34,7 @@ export interface BenchEnv {
   /** --data: the data sets to run on (patients, mix, small) */
   data: DataSetName[];
   /** The data set `name` of `rows` lines (the last one built is kept for the next part). */
-  dataSet(name: DataSetName, rows: number): DataSet;
+  dataSet(name: DataSetName, rows: number): Promise<DataSet>;
   /** Prints the data set's per-type size histogram, the first time only. */
   describe(data: DataSet): void;
 }

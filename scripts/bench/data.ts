@@ -55,6 +55,9 @@ export interface TypeData {
 
 type Resource = Record<string, unknown> & { resourceType: string; id: string };
 
+/** A resource ready to repeat: its line split around the id (a line is prefix + id + suffix, the suffix ending in \n). */
+interface Template { type: string; id: string; prefix: Buffer; suffix: Buffer }
+
 /** The folders searched for the mix: the given ones, else the fixtures plus the shared data when present. */
 export function mixFolders(dataDirs: string[]): string[] {
   if (dataDirs.length > 0) return dataDirs;
@@ -63,44 +66,136 @@ export function mixFolders(dataDirs: string[]): string[] {
 }
 
 /** Every resource in the `.ndjson` and `.json` files below `folders`, deduplicated by type and id. */
-export function readResources(folders: string[]): { resources: Resource[]; files: number } {
-  const seen = new Set<string>();
+export async function readResources(folders: string[]): Promise<{ resources: Resource[]; files: number }> {
   const resources: Resource[] = [];
-  let files = 0;
-  const server = new Set<string>(SERVER_TYPES);
+  const { files } = await scan(folders, (r) => resources.push(r));
+  return { resources, files };
+}
+
+interface Scanned {
+  files: number;
+  /** Resources (ndjson lines, Bundle entries) in the files, before deduplication. */
+  found: number;
+  /** Resources passed on. */
+  taken: number;
+}
+
+/**
+ * Passes the resources below `folders` to `take`, in file order, deduplicated by type and id. With
+ * `limit` and more resources than that in the files, an even sample of about `limit` of them
+ * (every k-th), so that each type keeps its share whatever the files' order: the files are then
+ * read twice, first only counting lines, and a line is parsed only when it is taken. Files are
+ * streamed, never held whole (but a Bundle file), so data far bigger than memory can be sampled.
+ */
+async function scan(folders: string[], take: (r: Resource) => void, limit = Infinity): Promise<Scanned> {
+  const files = folders.flatMap((dir) => walk(dir)).sort();
+  let total = 0;
+  if (Number.isFinite(limit)) for (const file of files) total += await countIn(file);
+  const sampled = total > limit;
+  const wanted = (i: number) => !sampled || Math.floor(((i + 1) * limit) / total) > Math.floor((i * limit) / total);
+  const seen = new Set<string>();
+  let found = 0;
+  let taken = 0;
   const add = (value: unknown) => {
     if (typeof value !== 'object' || value === null) return;
     const r = value as Resource;
-    if (typeof r.resourceType !== 'string' || !isKnownType(r.resourceType) || server.has(r.resourceType)) return;
+    if (typeof r.resourceType !== 'string' || !isKnownType(r.resourceType) || SERVER.has(r.resourceType)) return;
     if (typeof r.id !== 'string' || r.id === '') return;
     const key = `${r.resourceType}/${r.id}`;
     if (seen.has(key)) return;
     seen.add(key);
-    resources.push(r);
+    taken++;
+    take(r);
   };
-  for (const file of folders.flatMap((dir) => walk(dir)).sort()) {
-    files++;
-    const bytes = fs.readFileSync(file);
-    const text = (file.endsWith('.gz') ? zlib.gunzipSync(bytes) : bytes).toString('utf8');
-    const parse = (json: string, line?: number) => {
-      try {
-        // numbers as written (`0.0`, not `0`), as a bulk file holds them and a raw COPY keeps them
-        return parseKeepingNumbers(json);
-      } catch (err) {
-        throw new Error(`${file}${line ? `:${line}` : ''}: not JSON (${(err as Error).message})`);
-      }
-    };
+  for (const file of files) {
     if (LINES_FILE.test(file)) {
-      const lines = text.split('\n');
-      for (let i = 0; i < lines.length; i++) if (lines[i]!.trim()) add(parse(lines[i]!, i + 1));
-    } else {
-      const doc = parse(text) as { resourceType?: string; entry?: { resource?: unknown }[] };
-      if (doc?.resourceType === 'Bundle' && Array.isArray(doc.entry)) for (const e of doc.entry) add(e?.resource);
-      else add(doc);
+      await eachLine(file, (buf, start, end, no) => {
+        if (isBlank(buf, start, end)) return;
+        if (wanted(found++)) add(parseIn(file, buf.toString('utf8', start, end), no));
+      });
+      continue;
     }
+    const doc = parseIn(file, await readWhole(file)) as { resourceType?: string; entry?: { resource?: unknown }[] } | null;
+    const entries = doc?.resourceType === 'Bundle' && Array.isArray(doc.entry) ? doc.entry.map((e) => e?.resource) : [doc];
+    for (const resource of entries) if (wanted(found++)) add(resource);
   }
-  if (resources.length === 0) throw new Error(`no FHIR resources found in ${folders.join(', ')}`);
-  return { resources, files };
+  if (taken === 0) throw new Error(`no FHIR resources found in ${folders.join(', ')}`);
+  return { files: files.length, found, taken };
+}
+
+const SERVER = new Set<string>(SERVER_TYPES);
+
+/** How many resources a file holds: its non-blank lines, or its Bundle's entries. */
+async function countIn(file: string): Promise<number> {
+  let n = 0;
+  if (LINES_FILE.test(file)) await eachLine(file, (buf, start, end) => { if (!isBlank(buf, start, end)) n++; });
+  else {
+    let doc: { resourceType?: string; entry?: unknown[] } | null;
+    try {
+      doc = JSON.parse(await readWhole(file));
+    } catch (err) {
+      throw new Error(`${file}: not JSON (${(err as Error).message})`);
+    }
+    n = doc?.resourceType === 'Bundle' && Array.isArray(doc.entry) ? doc.entry.length : 1;
+  }
+  return n;
+}
+
+/** JSON with numbers as written (`0.0`, not `0`), as a bulk file holds them and a raw COPY keeps them; an error names the file and line. */
+function parseIn(file: string, json: string, line?: number): unknown {
+  try {
+    return parseKeepingNumbers(json);
+  } catch (err) {
+    throw new Error(`${file}${line ? `:${line}` : ''}: not JSON (${(err as Error).message})`);
+  }
+}
+
+async function readWhole(file: string): Promise<string> {
+  const bytes = await fs.promises.readFile(file);
+  return (file.endsWith('.gz') ? zlib.gunzipSync(bytes) : bytes).toString('utf8');
+}
+
+/** Calls `onLine(buf, start, end, no)` for each line of a file (gunzipped when `.gz`), streaming it. */
+async function eachLine(file: string, onLine: (buf: Buffer, start: number, end: number, no: number) => void): Promise<void> {
+  const raw = fs.createReadStream(file, { highWaterMark: 1 << 20 });
+  let stream: AsyncIterable<Buffer> = raw;
+  if (file.endsWith('.gz')) {
+    const gunzip = zlib.createGunzip({ chunkSize: 1 << 20 });
+    raw.on('error', (err) => gunzip.destroy(err));
+    stream = raw.pipe(gunzip);
+  }
+  let pending: Buffer[] = [];
+  let no = 0;
+  try {
+    for await (const chunk of stream) {
+      let start = 0;
+      for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+        if (pending.length === 0) onLine(chunk, start, nl, ++no);
+        else {
+          const line = Buffer.concat([...pending, chunk.subarray(start, nl)]);
+          pending = [];
+          onLine(line, 0, line.length, ++no);
+        }
+        start = nl + 1;
+      }
+      if (start < chunk.length) pending.push(chunk.subarray(start));
+    }
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`);
+  }
+  if (pending.length > 0) {
+    const line = Buffer.concat(pending);
+    onLine(line, 0, line.length, ++no);
+  }
+}
+
+/** Is `buf[start, end)` only spaces, tabs and carriage returns? */
+function isBlank(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0d) return false;
+  }
+  return true;
 }
 
 /** The .ndjson, .jsonl and .json files (each also gzipped, `.gz`) below `dir` (or `dir` itself when it is a file). */
@@ -114,20 +209,25 @@ function walk(dir: string): string[] {
   });
 }
 
+const MARK = '\u0001id\u0001';
+const QUOTED_MARK = JSON.stringify(MARK);
+
+/** `r` serialised once, split around its id. */
+function template(r: Resource): Template {
+  const text = JSON.stringify({ ...r, id: MARK });
+  const at = text.indexOf(QUOTED_MARK);
+  return {
+    type: r.resourceType,
+    id: r.id,
+    prefix: Buffer.from(text.slice(0, at + 1)),
+    suffix: Buffer.from(text.slice(at + QUOTED_MARK.length - 1) + '\n'),
+  };
+}
+
 /** `rows` lines from `base` repeated in order, the k-th repetition with fresh ids, grouped by type. */
-export function repeat(name: DataSetName, title: string, base: Resource[], rows: number): DataSet {
-  // Each resource serialised once, split around its id: a line is then prefix + id + suffix.
-  const MARK = '\u0001id\u0001';
-  const quoted = JSON.stringify(MARK);
+function repeat(name: DataSetName, title: string, templates: Template[], rows: number): DataSet {
   const typeIndex = new Map<string, number>();
-  const templates = base.map((r) => {
-    const text = JSON.stringify({ ...r, id: MARK });
-    const at = text.indexOf(quoted);
-    if (!typeIndex.has(r.resourceType)) typeIndex.set(r.resourceType, typeIndex.size);
-    const prefix = Buffer.from(text.slice(0, at + 1));
-    const suffix = Buffer.from(text.slice(at + quoted.length - 1) + '\n');
-    return { type: typeIndex.get(r.resourceType)!, id: r.id, prefix, suffix };
-  });
+  for (const t of templates) if (!typeIndex.has(t.type)) typeIndex.set(t.type, typeIndex.size);
   const idOf = (i: number) => {
     const t = templates[i % templates.length]!;
     const k = Math.floor(i / templates.length);
@@ -139,8 +239,9 @@ export function repeat(name: DataSetName, title: string, base: Resource[], rows:
   const sizes = new Array<number>(typeIndex.size).fill(0);
   for (let i = 0; i < rows; i++) {
     const t = templates[i % templates.length]!;
-    counts[t.type]!++;
-    sizes[t.type]! += t.prefix.length + Buffer.byteLength(idOf(i)) + t.suffix.length;
+    const type = typeIndex.get(t.type)!;
+    counts[type]!++;
+    sizes[type]! += t.prefix.length + Buffer.byteLength(idOf(i)) + t.suffix.length;
   }
   const types: TypeData[] = [...typeIndex.keys()].map((type, index) => ({
     type, rows: 0, ndjson: Buffer.allocUnsafe(sizes[index]!), lengths: new Uint32Array(counts[index]!),
@@ -148,34 +249,51 @@ export function repeat(name: DataSetName, title: string, base: Resource[], rows:
   const used = new Array<number>(typeIndex.size).fill(0);
   for (let i = 0; i < rows; i++) {
     const t = templates[i % templates.length]!;
-    const out = types[t.type]!;
-    const start = used[t.type]!;
+    const type = typeIndex.get(t.type)!;
+    const out = types[type]!;
+    const start = used[type]!;
     let pos = start + t.prefix.copy(out.ndjson, start);
     pos += out.ndjson.write(idOf(i), pos);
     pos += t.suffix.copy(out.ndjson, pos);
     out.lengths[out.rows++] = pos - start - 1;
-    used[t.type] = pos;
+    used[type] = pos;
   }
   const present = types.filter((t) => t.rows > 0);
   return { name, title, rows, bytes: present.reduce((n, t) => n + t.ndjson.length, 0), types: present };
 }
 
+/** The resources a data set of `rows` lines repeats: all of the folders', or an even sample of `rows` of them. */
+let base: { key: string; read: Promise<{ templates: Template[]; scanned: Scanned }> } | undefined;
+function baseOf(folders: string[], rows: number): Promise<{ templates: Template[]; scanned: Scanned }> {
+  const key = JSON.stringify([folders, rows]);
+  if (base?.key !== key) {
+    const templates: Template[] = [];
+    base = { key, read: scan(folders, (r) => templates.push(template(r)), rows).then((scanned) => ({ templates, scanned })) };
+    base.read.catch(() => (base = undefined));
+  }
+  return base.read;
+}
+
 /** Builds a data set of `rows` lines. */
-export function dataSet(name: DataSetName, rows: number, dataDirs: string[]): DataSet {
+export async function dataSet(name: DataSetName, rows: number, dataDirs: string[]): Promise<DataSet> {
   if (name === 'patients') {
-    const { resources } = readResources([patientFolder()]);
-    return repeat(name, 'Synthea Patients', resources.filter((r) => r.resourceType === 'Patient'), rows);
+    const { resources } = await readResources([patientFolder()]);
+    return repeat(name, 'Synthea Patients', resources.filter((r) => r.resourceType === 'Patient').map(template), rows);
   }
   const folders = mixFolders(dataDirs);
-  const { resources, files } = readResources(folders);
-  const where = `${files} files under ${folders.map(shortPath).join(', ')}`;
+  const { templates, scanned } = await baseOf(folders, rows);
+  const where = `${scanned.files} files under ${folders.map(shortPath).join(', ')}`;
   const mix = dataDirs.length > 0 ? 'the mix' : 'the Synthea mix';
-  if (name === 'mix') return repeat(name, `${mix} (${fmt(resources.length)} distinct resources from ${where})`, resources, rows);
+  const what = scanned.found > rows
+    ? `an even sample of ${fmt(templates.length)} of the ${fmt(scanned.found)} resources in ${where}`
+    : `${fmt(templates.length)} distinct resources from ${where}`;
+  if (name === 'mix') return repeat(name, `${mix} (${what})`, templates, rows);
   // a few bytes of headroom: repeated lines get longer ids (`-<k>`)
-  const small = resources.filter((r) => Buffer.byteLength(JSON.stringify(r)) < SMALL_BYTES - 8);
+  const small = templates.filter((t) => t.prefix.length + Buffer.byteLength(t.id) + t.suffix.length - 1 < SMALL_BYTES - 8);
   if (small.length === 0) throw new Error(`no resource under ${SMALL_BYTES} bytes in ${where}`);
-  return repeat(name, `small resources (the ${fmt(small.length)} of the mix under 1 KB)`, small, rows);
+  return repeat(name, `small resources: the ${fmt(small.length)} under 1 KB of ${mix} (${what})`, small, rows);
 }
+
 
 /** The Synthea Patient sample: the shared 1000-patient one when present, else the fixture. */
 function patientFolder(): string {

@@ -21,7 +21,7 @@ export async function run(env: BenchEnv): Promise<void> {
   print();
   for (const name of env.data) {
     if (name === 'patients') await patients(env);
-    else await mixed(env, env.dataSet(name, env.rows));
+    else await mixed(env, await env.dataSet(name, env.rows));
   }
 }
 

@@ -24,14 +24,14 @@ export async function run(env: BenchEnv): Promise<void> {
   await fetch(`${env.url}/metadata`, { headers: { authorization: env.auth } }).then((r) => r.arrayBuffer());
   for (const name of env.data) {
     if (name !== 'patients') {
-      await measure(env, env.dataSet(name, env.rows), env.rounds, name === 'small' ? 1.0 : 0.8);
+      await measure(env, await env.dataSet(name, env.rows), env.rounds, name === 'small' ? 1.0 : 0.8);
       continue;
     }
-    const sample = env.dataSet('patients', 1000);
+    const sample = await env.dataSet('patients', 1000);
     const peaks: string[] = [];
     for (const [index, sizeMb] of PATIENT_SIZES_MB.entries()) {
       const rows = Math.min(env.rows, Math.round((sizeMb * MB) / (sample.bytes / sample.rows)));
-      const peak = await measure(env, env.dataSet('patients', rows), index === 0 ? env.rounds : 1, 0.8);
+      const peak = await measure(env, await env.dataSet('patients', rows), index === 0 ? env.rounds : 1, 0.8);
       peaks.push(`${fmt(peak.bytes / MB)} MB source: ${fmt(peak.mb)} MB`);
       if (rows === env.rows) break;
     }

@@ -37,7 +37,7 @@ const rounds = Number(process.argv[4] ?? 3);
 const server = await startServer({});
 const sql = benchSql(server.databaseUrl);
 try {
-  const data = dataSet(name, rows, []);
+  const data = await dataSet(name, rows, []);
   const types = data.types.map((t) => t.type);
   // per type: staging-format and direct-format buffers
   const staging: Buffer[] = [];

@@ -18,7 +18,7 @@ const { lineWriter: oldWriter } = process.env.AB ? await import(`../../src/opera
 
 const rows = Number(process.argv[2] ?? 100000);
 const name = (process.argv[3] ?? 'mix') as 'mix';
-const data = dataSet(name, rows, []);
+const data = await dataSet(name, rows, []);
 function jsonb(v: unknown): string {
   if (Array.isArray(v)) return '[' + v.map(jsonb).join(', ') + ']';
   if (v !== null && typeof v === 'object') {

@@ -13,7 +13,7 @@ import { fileSplitter } from '../../src/storage/files.ts';
 
 const rows = Number(process.argv[2] ?? 200000);
 const name = (process.argv[3] ?? 'mix') as 'mix';
-const data = dataSet(name, rows, []);
+const data = await dataSet(name, rows, []);
 const CHUNK = 64 * 1024;
 const chunksOf = (b: Buffer) => { const out: Buffer[] = []; for (let i = 0; i < b.length; i += CHUNK) out.push(b.subarray(i, i + CHUNK)); return out; };
 const types = data.types.map((t) => ({ type: t.type, chunks: chunksOf(t.ndjson) }));

@@ -13,7 +13,7 @@ import { processSeconds } from './raw.ts';
 const rows = Number(process.argv[2] ?? 200_000);
 const name = (process.argv[3] ?? 'small') as DataSetName;
 const rounds = Number(process.argv[4] ?? 3);
-const data = dataSet(name, rows, []);
+const data = await dataSet(name, rows, []);
 const all = Buffer.concat(data.types.map((t) => Buffer.from(t.ndjson)));
 const BLOCK = 1 << 20;
 const blocks: Uint8Array<ArrayBuffer>[] = [];

@@ -43,7 +43,7 @@ try {
     const server = await startServer({ env, root });
     sides.push({ label, server, sql: benchSql(server.databaseUrl) });
   }
-  const data = dataSet(name, rows, process.env.PROBE_DATA_DIR ? [process.env.PROBE_DATA_DIR] : []);
+  const data = await dataSet(name, rows, process.env.PROBE_DATA_DIR ? [process.env.PROBE_DATA_DIR] : []);
   const types = data.types.map((t) => t.type);
   const gz = gzipSync(allLines(data), { level: 6 });
   const inputs: { type: string; gz: Buffer }[] = [];

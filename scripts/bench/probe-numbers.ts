@@ -13,7 +13,7 @@ import { parseLine } from '../../src/operations/ingest.ts';
 const args = process.argv.slice(2);
 const dirs = args.flatMap((a, i) => (args[i - 1] === '--data-dir' ? [a] : []));
 const rounds = Number(args.find((a, i) => /^\d+$/.test(a) && args[i - 1] !== '--data-dir') ?? 5);
-const { resources } = readResources(mixFolders(dirs));
+const { resources } = await readResources(mixFolders(dirs));
 const lines = resources.map((r) => JSON.stringify(r));
 const flagged = lines.filter(mayChangeNumbers);
 const mb = (list: string[]) => (list.reduce((n, l) => n + Buffer.byteLength(l), 0) / 1e6).toFixed(1);

@@ -28,7 +28,7 @@ const sql = benchSql(server.databaseUrl);
 const port = await freePort();
 const proxy = Bun.spawn([process.execPath, `${import.meta.dir}/proxy-server.ts`, server.databaseUrl, String(port)], { stdout: 'pipe', stderr: 'inherit' });
 try {
-  const data = dataSet(name, rows, []);
+  const data = await dataSet(name, rows, []);
   const types = data.types.map((t) => t.type);
   await fillTables(sql, server.databaseUrl, data.types);
   for await (const chunk of proxy.stdout) if (new TextDecoder().decode(chunk).includes('ready')) break;

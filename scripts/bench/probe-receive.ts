@@ -30,7 +30,7 @@ const server = await startServer({});
 const admin = benchSql(server.databaseUrl);
 const sql = connect(server.databaseUrl, { max: 2, applicationName: 'fhirhose-bench-probe' });
 try {
-  const data = dataSet(name, rows, []);
+  const data = await dataSet(name, rows, []);
   const types = data.types.map((t) => t.type);
   await fillTables(admin, server.databaseUrl, data.types);
   const statement = (type: string) => `copy (select id, txid, ts, resource from ${ident(tableOf(type))}) to stdout (format binary)`;

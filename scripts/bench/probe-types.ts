@@ -12,7 +12,7 @@ const auth = 'Basic ' + Buffer.from(`root:${ROOT_SECRET}`).toString('base64');
 const server = await startServer({ env: {} });
 const sql = benchSql(server.databaseUrl);
 try {
-  const data = dataSet(name, rows, []);
+  const data = await dataSet(name, rows, []);
   const types = data.types.map((t) => t.type);
   await fillTables(sql, server.databaseUrl, data.types);
   const t = { dump: new Map<string, number>(), raw1: new Map<string, number>(), raw2: new Map<string, number>() };
