@@ -84,3 +84,15 @@ test('a line longer than the reads it spans is read whole, plain and gzipped', a
   expect(resources.map((r) => `${r.resourceType}/${r.id}`)).toEqual(['Patient/short', 'Patient/long', 'Patient/after', 'Observation/long']);
   expect(resources.filter((r) => r.id === 'long').map((r) => r.text)).toEqual([text, text]);
 });
+
+test('a sample far smaller than the data is spread over all the files, a few resources apart', async () => {
+  const folder = path.join(dir, 'bundles');
+  fs.mkdirSync(folder);
+  for (let f = 0; f < 10; f++) {
+    const entry = Array.from({ length: 10 }, (_, i) => ({ resource: JSON.parse(line('Patient', `p${f}-${i}`)) }));
+    fs.writeFileSync(path.join(folder, `patient-${f}.json`), JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }));
+  }
+  const mix = await dataSet('mix', 4, [folder]);
+  expect(mix.title).toStartWith('the mix (an even sample of 4 of the 100 resources in 10 files under ');
+  expect(mix.types[0]!.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).id)).toEqual(['p2-4', 'p4-9', 'p7-4', 'p9-9']);
+});

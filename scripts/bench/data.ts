@@ -89,10 +89,12 @@ interface Scanned {
  */
 async function scan(folders: string[], take: (r: Resource) => void, limit = Infinity): Promise<Scanned> {
   const files = folders.flatMap((dir) => walk(dir)).sort();
-  let total = 0;
-  if (Number.isFinite(limit)) for (const file of files) total += await countIn(file);
+  const counts = new Map<string, number>();
+  if (Number.isFinite(limit)) for (const file of files) counts.set(file, await countIn(file));
+  const total = [...counts.values()].reduce((a, b) => a + b, 0);
   const sampled = total > limit;
-  const wanted = (i: number) => !sampled || Math.floor(((i + 1) * limit) / total) > Math.floor((i * limit) / total);
+  const taking = (i: number) => Math.floor((i * limit) / total);
+  const wanted = (i: number) => !sampled || taking(i + 1) > taking(i);
   const seen = new Set<string>();
   let found = 0;
   let taken = 0;
@@ -108,6 +110,11 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
     take(r);
   };
   for (const file of files) {
+    const count = counts.get(file) ?? 0;
+    if (sampled && taking(found + count) === taking(found)) { // none of its resources is taken
+      found += count;
+      continue;
+    }
     if (LINES_FILE.test(file)) {
       await eachLine(file, (buf, start, end, no) => {
         if (isBlank(buf, start, end)) return;
