@@ -18,7 +18,8 @@ const line = (type: string, id: string, extra: Record<string, unknown> = {}) => 
 test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and id; skips other files', async () => {
   const folder = path.join(dir, 'good');
   fs.mkdirSync(path.join(folder, 'nested'), { recursive: true });
-  fs.writeFileSync(path.join(folder, 'Observation.000.ndjson.gz'), zlib.gzipSync(`${line('Observation', 'o1')}\r\n${line('Observation', 'o2')}\n\n`));
+  // two gzip members, as a file written in parts is
+  fs.writeFileSync(path.join(folder, 'Observation.000.ndjson.gz'), Buffer.concat([zlib.gzipSync(`${line('Observation', 'o1')}\r\n`), zlib.gzipSync(`${line('Observation', 'o2')}\n\n`)]));
   fs.writeFileSync(path.join(folder, 'nested/Patient.jsonl'), `${line('Patient', 'p1')}\n${line('Observation', 'o1')}\n`);
   const bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: JSON.parse(line('Encounter', 'e1')) }, {}] };
   fs.writeFileSync(path.join(folder, 'bundle.json.gz'), zlib.gzipSync(JSON.stringify(bundle)));
@@ -95,4 +96,19 @@ test('a sample far smaller than the data is spread over all the files, a few res
   const mix = await dataSet('mix', 4, [folder]);
   expect(mix.title).toStartWith('the mix (an even sample of 4 of the 100 resources in 10 files under ');
   expect(mix.types[0]!.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).id)).toEqual(['p2-4', 'p4-9', 'p7-4', 'p9-9']);
+});
+
+test('what $load refuses is left out of the data and said so: both sides load the same lines, and no raw COPY fails', async () => {
+  const folder = path.join(dir, 'refused');
+  fs.mkdirSync(folder);
+  const good = Array.from({ length: 20 }, (_, i) => line('Patient', `p${i}`));
+  const odd = ['{"resourceType":"Patient","id":"nul","name":[{"family":"a\\u0000b"}]}', '{"resourceType":"Patient","id":"sur","name":[{"family":"a\\ud800b"}]}',
+    '{"resourceType":"Patient","id":"big","x":1e400}', line('Patient', 'bad id!'), line('Patient', 'x'.repeat(65))];
+  fs.writeFileSync(path.join(folder, 'Patient.ndjson'), [...good.slice(0, 10), ...odd, ...good.slice(10)].join('\n'));
+  const mix = await dataSet('mix', 40, [folder]);
+  expect(mix.title).toEndWith('; 5 left out, as `$load` refuses them (e.g. Patient/nul: contains \\u0000 or an unpaired surrogate escape, which PostgreSQL jsonb cannot store))');
+  const ids = mix.types[0]!.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).id as string);
+  expect(ids.length).toBe(40);
+  expect(ids.every((id) => /^p\d+(-1)?$/.test(id))).toBe(true);
+  await expect(dataSet('mix', 40, [path.join(folder, 'Patient.ndjson'), path.join(dir, 'missing.ndjson')])).rejects.toThrow('does not exist');
 });

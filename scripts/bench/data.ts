@@ -20,6 +20,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { isKnownType, SERVER_TYPES } from '../../src/fhir/types.ts';
 import { parseKeepingNumbers } from '../../src/fhir/json-numbers.ts';
+import { parseLine } from '../../src/operations/ingest.ts';
 import { fmt } from './common.ts';
 
 const ROOT = path.resolve(import.meta.dir, '../..');
@@ -78,6 +79,8 @@ interface Scanned {
   found: number;
   /** Resources passed on. */
   taken: number;
+  /** How many resources `$load` would refuse were left out, with an example. */
+  refused?: string;
 }
 
 /**
@@ -96,9 +99,11 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
   const taking = (i: number) => Math.floor((i * limit) / total);
   const wanted = (i: number) => !sampled || taking(i + 1) > taking(i);
   const seen = new Set<string>();
+  const refused = { count: 0, example: undefined as string | undefined };
   let found = 0;
   let taken = 0;
-  const add = (value: unknown) => {
+  /** `text`: the line as the file holds it, for the check, when there is one. */
+  const add = (value: unknown, text?: string) => {
     if (typeof value !== 'object' || value === null) return;
     const r = value as Resource;
     if (typeof r.resourceType !== 'string' || !isKnownType(r.resourceType) || SERVER.has(r.resourceType)) return;
@@ -106,6 +111,14 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
     const key = `${r.resourceType}/${r.id}`;
     if (seen.has(key)) return;
     seen.add(key);
+    // What `$load` refuses (an id that is not a FHIR id, `\u0000`, 1e400, …) stays out of both
+    // sides: the raw COPY would store some of it, and fail the whole COPY on the rest.
+    const line = parseLine({ no: 0, text: text ?? JSON.stringify(r) }, {});
+    if (!line.ok) {
+      refused.count++;
+      refused.example ??= `${key}: ${line.message}`;
+      return;
+    }
     taken++;
     take(r);
   };
@@ -118,7 +131,9 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
     if (LINES_FILE.test(file)) {
       await eachLine(file, (buf, start, end, no) => {
         if (isBlank(buf, start, end)) return;
-        if (wanted(found++)) add(parseIn(file, buf.toString('utf8', start, end), no));
+        if (!wanted(found++)) return;
+        const text = buf.toString('utf8', start, end);
+        add(parseIn(file, text, no), text);
       });
       continue;
     }
@@ -126,8 +141,9 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
     const entries = doc?.resourceType === 'Bundle' && Array.isArray(doc.entry) ? doc.entry.map((e) => e?.resource) : [doc];
     for (const resource of entries) if (wanted(found++)) add(resource);
   }
-  if (taken === 0) throw new Error(`no FHIR resources found in ${folders.join(', ')}`);
-  return { files: files.length, found, taken };
+  const left = refused.example && `${fmt(refused.count)} left out, as \`$load\` refuses them (e.g. ${refused.example})`;
+  if (taken === 0) throw new Error(`no FHIR resources found in ${folders.join(', ')}${left ? `; ${left}` : ''}`);
+  return { files: files.length, found, taken, refused: left || undefined };
 }
 
 const SERVER = new Set<string>(SERVER_TYPES);
@@ -289,11 +305,11 @@ export async function dataSet(name: DataSetName, rows: number, dataDirs: string[
   }
   const folders = mixFolders(dataDirs);
   const { templates, scanned } = await baseOf(folders, rows);
-  const where = `${scanned.files} files under ${folders.map(shortPath).join(', ')}`;
+  const where = `${scanned.files} file${scanned.files === 1 ? '' : 's'} under ${folders.map(shortPath).join(', ')}`;
   const mix = dataDirs.length > 0 ? 'the mix' : 'the Synthea mix';
-  const what = scanned.found > rows
+  const what = (scanned.found > rows
     ? `an even sample of ${fmt(templates.length)} of the ${fmt(scanned.found)} resources in ${where}`
-    : `${fmt(templates.length)} distinct resources from ${where}`;
+    : `${fmt(templates.length)} distinct resources from ${where}`) + (scanned.refused ? `; ${scanned.refused}` : '');
   if (name === 'mix') return repeat(name, `${mix} (${what})`, templates, rows);
   // a few bytes of headroom: repeated lines get longer ids (`-<k>`)
   const small = templates.filter((t) => t.prefix.length + Buffer.byteLength(t.id) + t.suffix.length - 1 < SMALL_BYTES - 8);
