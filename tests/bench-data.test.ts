@@ -103,10 +103,11 @@ test('what $load refuses is left out of the data and said so: both sides load th
   fs.mkdirSync(folder);
   const good = Array.from({ length: 20 }, (_, i) => line('Patient', `p${i}`));
   const odd = ['{"resourceType":"Patient","id":"nul","name":[{"family":"a\\u0000b"}]}', '{"resourceType":"Patient","id":"sur","name":[{"family":"a\\ud800b"}]}',
-    '{"resourceType":"Patient","id":"big","x":1e400}', line('Patient', 'bad id!'), line('Patient', 'x'.repeat(65))];
+    '{"resourceType":"Patient","id":"big","x":1e400}', line('Patient', 'bad id!'), line('Patient', 'x'.repeat(65)),
+    line('Patient', 'long', { text: 'x'.repeat(16 * 1024 * 1024) })];
   fs.writeFileSync(path.join(folder, 'Patient.ndjson'), [...good.slice(0, 10), ...odd, ...good.slice(10)].join('\n'));
   const mix = await dataSet('mix', 40, [folder]);
-  expect(mix.title).toEndWith('; 5 left out, as `$load` refuses them (e.g. Patient/nul: contains \\u0000 or an unpaired surrogate escape, which PostgreSQL jsonb cannot store))');
+  expect(mix.title).toEndWith('; 6 left out, as `$load` refuses them (e.g. Patient/nul: contains \\u0000 or an unpaired surrogate escape, which PostgreSQL jsonb cannot store))');
   const ids = mix.types[0]!.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).id as string);
   expect(ids.length).toBe(40);
   expect(ids.every((id) => /^p\d+(-1)?$/.test(id))).toBe(true);

@@ -31,6 +31,8 @@ const SMALL_BYTES = 1024;
 const LINES_FILE = /\.(ndjson|jsonl)(\.gz)?$/;
 const BUNDLE_FILE = /\.json(\.gz)?$/;
 const MAX_ID = 64;
+/** The server's (it inherits the bench's environment). */
+const MAX_LINE_BYTES = Number(process.env.FHIRHOSE_MAX_LINE_BYTES ?? 16 * 1024 * 1024);
 
 export const DATA_SETS = ['patients', 'mix', 'small'] as const;
 export type DataSetName = (typeof DATA_SETS)[number];
@@ -113,7 +115,10 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
     seen.add(key);
     // What `$load` refuses (an id that is not a FHIR id, `\u0000`, 1e400, …) stays out of both
     // sides: the raw COPY would store some of it, and fail the whole COPY on the rest.
-    const line = parseLine({ no: 0, text: text ?? JSON.stringify(r) }, {});
+    const json = text ?? JSON.stringify(r);
+    const line = Buffer.byteLength(json) > MAX_LINE_BYTES
+      ? parseLine({ no: 0, tooLong: true }, { maxLineBytes: MAX_LINE_BYTES })
+      : parseLine({ no: 0, text: json }, {});
     if (!line.ok) {
       refused.count++;
       refused.example ??= `${key}: ${line.message}`;
