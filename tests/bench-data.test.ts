@@ -15,7 +15,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const line = (type: string, id: string, extra: Record<string, unknown> = {}) => JSON.stringify({ resourceType: type, id, ...extra });
 
-test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and id; skips other files', async () => {
+test('reads .ndjson.gz, .jsonl, Bundles (.json.gz), arrays of resources and single ones (.json), deduplicated by type and id; skips other files', async () => {
   const folder = path.join(dir, 'good');
   fs.mkdirSync(path.join(folder, 'nested'), { recursive: true });
   // two gzip members, as a file written in parts is
@@ -24,12 +24,14 @@ test('reads .ndjson.gz, .jsonl and Bundles (.json.gz), deduplicated by type and 
   const bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: JSON.parse(line('Encounter', 'e1')) }, {}] };
   fs.writeFileSync(path.join(folder, 'bundle.json.gz'), zlib.gzipSync(JSON.stringify(bundle)));
   fs.writeFileSync(path.join(folder, 'notes.txt'), 'not FHIR');
+  fs.writeFileSync(path.join(folder, 'nested/conditions.json'), JSON.stringify([JSON.parse(line('Condition', 'c1')), null, 7]));
+  fs.writeFileSync(path.join(folder, 'nested/one.json'), line('Procedure', 'pr1'));
   const { resources, files } = await readResources([folder]);
-  expect(files).toBe(3);
-  expect(resources.map((r) => `${r.resourceType}/${r.id}`).sort()).toEqual(['Encounter/e1', 'Observation/o1', 'Observation/o2', 'Patient/p1']);
+  expect(files).toBe(5);
+  expect(resources.map((r) => `${r.resourceType}/${r.id}`).sort()).toEqual(['Condition/c1', 'Encounter/e1', 'Observation/o1', 'Observation/o2', 'Patient/p1', 'Procedure/pr1']);
 
   const mix = await dataSet('mix', 10, [folder]);
-  expect(mix.title).toStartWith('the mix (4 distinct resources from 3 files under ');
+  expect(mix.title).toStartWith('the mix (6 distinct resources from 5 files under ');
   expect(mix.rows).toBe(10);
   expect(mix.types.reduce((n, t) => n + t.rows, 0)).toBe(10);
   const ids = mix.types.flatMap((t) => t.ndjson.toString().trim().split('\n').map((l) => JSON.parse(l).id as string));

@@ -5,11 +5,13 @@
  * - `patients`: Synthea Patients (~3.5 KB each), the 1,144 of the shared sample (13 of the
  *   fixtures without it), repeated with new ids.
  * - `mix`: the realistic Synthea mix: every resource of every type found in the Synthea files —
- *   bulk-export ndjson (`*.ndjson`, `*.jsonl`) and transaction Bundles (`*.json`, the entries), each
- *   also gzipped (`*.ndjson.gz`, as `$export` and other servers write them) — under
- *   tests/fixtures/synthea and ../shared/data/synthea (or /work/shared/data/synthea) when present,
- *   or under the `--data-dir` folders. Observation-heavy: the Bundles hold 16,315 Observations.
- *   Deduplicated by type and id, then repeated with fresh ids up to the bench size.
+ *   bulk-export ndjson (`*.ndjson`, `*.jsonl`) and transaction Bundles (`*.json`, the entries; an
+ *   array of resources or a single one too), each also gzipped (`*.ndjson.gz`, as `$export` and
+ *   other servers write them) — under tests/fixtures/synthea and ../shared/data/synthea (or
+ *   /work/shared/data/synthea) when present, or under the `--data-dir` folders. Observation-heavy:
+ *   the Bundles hold 16,315 Observations. Deduplicated by type and id, then repeated with fresh ids
+ *   up to the bench size; where the files hold more, an even sample of that size (see `scan`).
+ *   What `$load` refuses is left out, and counted in the title.
  * - `small`: the resources of the mix whose line is under 1 KB, repeated the same way.
  *
  * Lines are grouped by type, as a bulk export is; `histogram()` prints the sizes per type. Numbers
@@ -142,9 +144,7 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
       });
       continue;
     }
-    const doc = parseIn(file, await readWhole(file)) as { resourceType?: string; entry?: { resource?: unknown }[] } | null;
-    const entries = doc?.resourceType === 'Bundle' && Array.isArray(doc.entry) ? doc.entry.map((e) => e?.resource) : [doc];
-    for (const resource of entries) if (wanted(found++)) add(resource);
+    for (const resource of resourcesOf(parseIn(file, await readWhole(file)))) if (wanted(found++)) add(resource);
   }
   const left = refused.example && `${fmt(refused.count)} left out, as \`$load\` refuses them (e.g. ${refused.example})`;
   if (taken === 0) throw new Error(`no FHIR resources found in ${folders.join(', ')}${left ? `; ${left}` : ''}`);
@@ -153,18 +153,26 @@ async function scan(folders: string[], take: (r: Resource) => void, limit = Infi
 
 const SERVER = new Set<string>(SERVER_TYPES);
 
+/** What a JSON file holds: a Bundle's entries, an array's members, or the one resource it is. */
+function resourcesOf(doc: unknown): unknown[] {
+  if (Array.isArray(doc)) return doc;
+  const bundle = doc as { resourceType?: unknown; entry?: unknown } | null;
+  if (bundle?.resourceType === 'Bundle' && Array.isArray(bundle.entry)) return bundle.entry.map((e: { resource?: unknown } | null) => e?.resource);
+  return [doc];
+}
+
 /** How many resources a file holds: its non-blank lines, or its Bundle's entries. */
 async function countIn(file: string): Promise<number> {
   let n = 0;
   if (LINES_FILE.test(file)) await eachLine(file, (buf, start, end) => { if (!isBlank(buf, start, end)) n++; });
   else {
-    let doc: { resourceType?: string; entry?: unknown[] } | null;
+    let doc: unknown;
     try {
       doc = JSON.parse(await readWhole(file));
     } catch (err) {
       throw new Error(`${file}: not JSON (${(err as Error).message})`);
     }
-    n = doc?.resourceType === 'Bundle' && Array.isArray(doc.entry) ? doc.entry.length : 1;
+    n = resourcesOf(doc).length;
   }
   return n;
 }
