@@ -330,7 +330,6 @@ export async function dataSet(name: DataSetName, rows: number, dataDirs: string[
   return repeat(name, `small resources: the ${fmt(small.length)} under 1 KB of ${mix} (${what})`, small, rows);
 }
 
-
 /** The Synthea Patient sample: the shared 1000-patient one when present, else the fixture. */
 function patientFolder(): string {
   for (const dir of SHARED) {
