@@ -49,6 +49,10 @@ export function client(child: Child): Parameters<typeof waitFor>[0] {
         ...init,
         headers: { authorization: AUTH, 'content-type': 'application/json' },
         body: init.json === undefined ? init.body : JSON.stringify(init.json),
+      }).catch(async (err: unknown) => {
+        // a server that is gone says why (its exit code and last output), not only ECONNREFUSED
+        const code = await Promise.race([child.proc.exited, Bun.sleep(1000).then(() => 'still running')]);
+        throw new Error(`${pathname}: ${(err as Error).message}; the server (pid ${child.proc.pid}) ${typeof code === 'number' ? `exited with ${code}` : 'is still running'}; its output ends:\n${child.output().slice(-3000)}`);
       }),
   } as Parameters<typeof waitFor>[0];
 }
