@@ -23,6 +23,7 @@ import zlib from 'node:zlib';
 import { isKnownType, SERVER_TYPES } from '../../src/fhir/types.ts';
 import { parseKeepingNumbers } from '../../src/fhir/json-numbers.ts';
 import { parseLine } from '../../src/operations/ingest.ts';
+import { loadConfig } from '../../src/config.ts';
 import { fmt } from './common.ts';
 
 const ROOT = path.resolve(import.meta.dir, '../..');
@@ -33,8 +34,8 @@ const SMALL_BYTES = 1024;
 const LINES_FILE = /\.(ndjson|jsonl)(\.gz)?$/;
 const BUNDLE_FILE = /\.json(\.gz)?$/;
 const MAX_ID = 64;
-/** The server's (it inherits the bench's environment). */
-const MAX_LINE_BYTES = Number(process.env.FHIRHOSE_MAX_LINE_BYTES ?? 16 * 1024 * 1024);
+/** The server's, as its config reads it (it inherits the bench's environment). */
+const MAX_LINE_BYTES = loadConfig({ FHIRHOSE_MAX_LINE_BYTES: process.env.FHIRHOSE_MAX_LINE_BYTES }).maxLineBytes;
 
 export const DATA_SETS = ['patients', 'mix', 'small'] as const;
 export type DataSetName = (typeof DATA_SETS)[number];
@@ -165,22 +166,14 @@ function resourcesOf(doc: unknown): unknown[] {
 async function countIn(file: string): Promise<number> {
   let n = 0;
   if (LINES_FILE.test(file)) await eachLine(file, (buf, start, end) => { if (!isBlank(buf, start, end)) n++; });
-  else {
-    let doc: unknown;
-    try {
-      doc = JSON.parse(await readWhole(file));
-    } catch (err) {
-      throw new Error(`${file}: not JSON (${(err as Error).message})`);
-    }
-    n = resourcesOf(doc).length;
-  }
+  else n = resourcesOf(parseIn(file, await readWhole(file), undefined, JSON.parse)).length; // only counted: no need to keep numbers
   return n;
 }
 
 /** JSON with numbers as written (`0.0`, not `0`), as a bulk file holds them and a raw COPY keeps them; an error names the file and line. */
-function parseIn(file: string, json: string, line?: number): unknown {
+function parseIn(file: string, json: string, line?: number, parse: (json: string) => unknown = parseKeepingNumbers): unknown {
   try {
-    return parseKeepingNumbers(json);
+    return parse(json);
   } catch (err) {
     throw new Error(`${file}${line ? `:${line}` : ''}: not JSON (${(err as Error).message})`);
   }
@@ -202,22 +195,27 @@ async function eachLine(file: string, onLine: (buf: Buffer, start: number, end: 
   }
   let pending: Buffer[] = [];
   let no = 0;
-  try {
-    for await (const chunk of stream) {
-      let start = 0;
-      for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
-        if (pending.length === 0) onLine(chunk, start, nl, ++no);
-        else {
-          const line = Buffer.concat([...pending, chunk.subarray(start, nl)]);
-          pending = [];
-          onLine(line, 0, line.length, ++no);
-        }
-        start = nl + 1;
-      }
-      if (start < chunk.length) pending.push(chunk.subarray(start));
+  const chunks = stream[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await chunks.next();
+    } catch (err) {
+      throw new Error(`${file}: ${(err as Error).message}`); // a read or gunzip failure
     }
-  } catch (err) {
-    throw new Error(`${file}: ${(err as Error).message}`);
+    if (next.done) break;
+    const chunk = next.value;
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+      if (pending.length === 0) onLine(chunk, start, nl, ++no);
+      else {
+        const line = Buffer.concat([...pending, chunk.subarray(start, nl)]);
+        pending = [];
+        onLine(line, 0, line.length, ++no);
+      }
+      start = nl + 1;
+    }
+    if (start < chunk.length) pending.push(chunk.subarray(start));
   }
   if (pending.length > 0) {
     const line = Buffer.concat(pending);
@@ -305,7 +303,6 @@ function baseOf(folders: string[], rows: number): Promise<{ templates: Template[
   if (base?.key !== key) {
     const templates: Template[] = [];
     base = { key, read: scan(folders, (r) => templates.push(template(r)), rows).then((scanned) => ({ templates, scanned })) };
-    base.read.catch(() => (base = undefined));
   }
   return base.read;
 }
